@@ -1,0 +1,126 @@
+"""The app factory: routes assembled in one place, long-lived objects built in the lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+
+from gateway.auth.credentials import ApiKeyHasher, JwtCodec, PasswordHasher
+from gateway.auth.principal import Authenticator
+from gateway.catalog import ModelCatalog
+from gateway.chat.call import CallServices
+from gateway.errors import APIError, handle_api_error, handle_http_exception, handle_unexpected
+from gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, SecurityHeadersMiddleware
+from gateway.ratelimit import build_limiter
+from gateway.routes import accounts, chat, health
+from gateway.settings import Settings, ensure_secrets
+from gateway.tokens import TokenCounter
+from providers.base import ProviderConfig
+from providers.registry import ProviderRegistry
+from storage.accounts import AccountRepository
+from storage.engine import build_engine, session_factory
+from storage.migrate import upgrade_async
+from storage.writer import RequestWriter
+from webui import static_app
+
+log = logging.getLogger("gateway")
+
+
+def provider_configs(settings: Settings) -> list[ProviderConfig]:
+    return [ProviderConfig(name=name, kind=spec.kind, base_url=spec.base_url,
+                           api_key=spec.api_key.get_secret_value() if spec.api_key else None,
+                           connect_timeout=spec.connect_timeout, read_timeout=spec.read_timeout,
+                           headers=spec.headers, options=spec.options)
+            for name, spec in settings.provider_settings().items()]
+
+
+def create_app(settings: Settings, *, upstream_transport: httpx.AsyncBaseTransport | None = None,
+               provider_kinds: dict | None = None) -> Starlette:
+    """Build the ASGI app. ``upstream_transport`` and ``provider_kinds`` are seams for tests."""
+    settings = ensure_secrets(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state = app.state
+        state.settings = settings
+        url = settings.effective_database_url
+        if settings.auto_migrate:
+            if settings.is_sqlite:
+                settings.data_dir.mkdir(parents=True, exist_ok=True)
+            await upgrade_async(url)
+        state.engine = build_engine(url, pool_size=settings.db_pool_size)
+        sessions = session_factory(state.engine)
+        state.sessions = sessions
+        state.writer = RequestWriter(state.engine, queue_size=settings.writer_queue_size,
+                                     batch_size=settings.writer_batch_size,
+                                     flush_seconds=settings.writer_flush_seconds)
+        state.writer.start()
+        state.redis = None
+        if settings.redis_url:
+            from redis.asyncio import Redis
+
+            state.redis = Redis.from_url(settings.redis_url)
+        state.limiter = build_limiter(settings.rate_limit_backend, redis_url=settings.redis_url,
+                                      engine=state.engine,
+                                      fail_open=settings.rate_limit_fail_open,
+                                      lease_seconds=settings.rate_limit_lease_seconds)
+        state.accounts = AccountRepository(sessions)
+        state.hasher = ApiKeyHasher(settings.key_hash_secret.get_secret_value())
+        state.jwt = JwtCodec(settings.jwt_secret.get_secret_value(), issuer=settings.jwt_issuer,
+                             audience=settings.jwt_audience, ttl_seconds=settings.jwt_ttl_seconds)
+        state.passwords = PasswordHasher(rounds=settings.bcrypt_rounds,
+                                         min_length=settings.password_min_length)
+        state.auth = Authenticator(state.accounts, state.hasher, state.jwt,
+                                   ttl=settings.auth_cache_seconds, touch=state.writer.touch_key)
+        state.http = httpx.AsyncClient(
+            transport=upstream_transport,
+            limits=httpx.Limits(max_connections=settings.upstream_max_connections,
+                                max_keepalive_connections=settings.upstream_max_connections,
+                                keepalive_expiry=60),
+            timeout=httpx.Timeout(60.0, connect=5.0))
+        kinds = provider_kinds  # None: every installed plugin
+        state.providers = ProviderRegistry(kinds)
+        state.providers.build(provider_configs(settings), state.http)
+        live = {name: state.providers.get(name) for name in state.providers.names()}
+        state.catalog = ModelCatalog(settings.model_routes(), live,
+                                     settings.provider_settings(), created=int(time.time()))
+        state.tokens = TokenCounter()
+        state.call_services = CallServices(limiter=state.limiter, writer=state.writer,
+                                           tokens=state.tokens,
+                                           default_max_tokens=settings.default_max_tokens_estimate)
+        try:
+            yield
+        finally:
+            await state.writer.stop()
+            await state.providers.aclose()
+            await state.http.aclose()
+            await state.limiter.aclose()
+            if state.redis is not None:
+                await state.redis.aclose()
+            await state.engine.dispose()
+
+    middleware = [
+        Middleware(RequestIdMiddleware),
+        Middleware(SecurityHeadersMiddleware, trust_forwarded=settings.trust_forwarded),
+        Middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                   allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                   allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
+                   expose_headers=["x-request-id", "retry-after", "x-ratelimit-limit-requests",
+                                   "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
+                                   "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
+                                   "x-ratelimit-reset-tokens"]),
+        Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
+    ]
+    routes = [*health.routes, *accounts.routes, *chat.routes, static_app.mount()]
+    return Starlette(
+        routes=routes, middleware=middleware, lifespan=lifespan,
+        exception_handlers={APIError: handle_api_error, HTTPException: handle_http_exception,
+                            Exception: handle_unexpected})

@@ -1,0 +1,1 @@
+"""Authentication: API keys (programs), JWTs (the browser), passwords (bcrypt)."""

@@ -1,0 +1,146 @@
+"""Who is calling: resolve a credential to a ``Principal``, with a short-lived cache.
+
+The cache keeps the hot path free of database round trips. Revocation clears this
+process's entry at once; other processes see it within ``ttl`` seconds, as do plan changes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import HTTPConnection
+
+from gateway.auth.credentials import ApiKeyHasher, JwtCodec
+from gateway.errors import unauthorized
+from storage.accounts import AccountRepository
+from storage.models import SubscriptionPlan, User, utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    name: str
+    requests_per_minute: int
+    tokens_per_minute: int
+    concurrent_requests: int
+    price_monthly: float
+    features: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: SubscriptionPlan) -> Plan:
+        return cls(name=row.name, requests_per_minute=row.requests_per_minute,
+                   tokens_per_minute=row.tokens_per_minute,
+                   concurrent_requests=row.concurrent_requests,
+                   price_monthly=float(row.price_monthly), features=dict(row.features or {}))
+
+    def allows_model(self, model: str) -> bool:
+        return any(fnmatch.fnmatchcase(model, pat) for pat in self.features.get("models", ["*"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    user_id: uuid.UUID
+    email: str
+    plan: Plan
+    via: str  # "api_key" | "jwt"
+    api_key_id: uuid.UUID | None = None
+    key_limits: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def subject(self) -> str:
+        """The rate-limit subject: one budget per user, whichever credential is used."""
+        return str(self.user_id)
+
+
+def _principal(user: User, plan: SubscriptionPlan, via: str, key: Any = None) -> Principal:
+    limits = {}
+    if key is not None:
+        for name in ("requests_per_minute", "tokens_per_minute", "concurrent_requests"):
+            if getattr(key, name) is not None:
+                limits[name] = getattr(key, name)
+    return Principal(user_id=user.id, email=user.email, plan=Plan.from_row(plan), via=via,
+                     api_key_id=key.id if key is not None else None, key_limits=limits)
+
+
+class Authenticator:
+    """Turns request headers into a Principal or raises a 401 ``APIError``."""
+
+    def __init__(self, accounts: AccountRepository, hasher: ApiKeyHasher, jwt: JwtCodec,
+                 *, ttl: float = 5.0, touch: Any = None) -> None:
+        self._accounts = accounts
+        self._hasher = hasher
+        self._jwt = jwt
+        self._ttl = ttl
+        self._touch = touch  # callable(key_id, at) that records last_used_at off the hot path
+        self._keys: dict[str, tuple[float, Principal | None]] = {}
+        self._users: dict[uuid.UUID, tuple[float, Principal | None]] = {}
+
+    async def authenticate(self, conn: HTTPConnection) -> Principal:
+        headers = conn.headers
+        auth = headers.get("authorization")
+        if auth:
+            scheme, _, value = auth.partition(" ")
+            if scheme.lower() != "bearer" or not value.strip():
+                raise unauthorized()
+            token = value.strip()
+        else:
+            token = headers.get("x-api-key", "").strip()
+        if not token:
+            raise unauthorized()
+        if self._hasher.looks_like_key(token):
+            principal = await self._by_key(token)
+        else:
+            principal = await self._by_jwt(token)
+        if principal is None:
+            raise unauthorized()
+        return principal
+
+    async def _by_key(self, key: str) -> Principal | None:
+        key_hash = self._hasher.hash(key)
+        now = time.monotonic()
+        cached = self._keys.get(key_hash)
+        if cached is not None and cached[0] > now:
+            principal = cached[1]
+        else:
+            record = await self._accounts.key_by_hash(key_hash)
+            principal = None
+            if (record is not None and self._hasher.matches(record.key.key_hash, key_hash)
+                    and record.key.status == "active" and record.user.status == "active"):
+                principal = _principal(record.user, record.plan, "api_key", record.key)
+            if len(self._keys) > 100_000:
+                self._keys.clear()
+            self._keys[key_hash] = (now + self._ttl, principal)
+            # last_used_at is kept to within the cache TTL: one write per key per TTL.
+            if principal is not None and self._touch is not None:
+                self._touch(principal.api_key_id, utcnow())
+        return principal
+
+    async def _by_jwt(self, token: str) -> Principal | None:
+        user_id = self._jwt.verify(token)
+        if user_id is None:
+            return None
+        now = time.monotonic()
+        cached = self._users.get(user_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        row = await self._accounts.user_with_plan(user_id)
+        principal = None
+        if row is not None and row[0].status == "active":
+            principal = _principal(row[0], row[1], "jwt")
+        if len(self._users) > 100_000:
+            self._users.clear()
+        self._users[user_id] = (now + self._ttl, principal)
+        return principal
+
+    def forget_key(self, key_hash: str) -> None:
+        """Drop a key from this process's cache (revoke, regenerate)."""
+        self._keys.pop(key_hash, None)
+
+    def forget_user(self, user_id: uuid.UUID) -> None:
+        self._users.pop(user_id, None)
+        for h, (_, p) in list(self._keys.items()):
+            if p is not None and p.user_id == user_id:
+                del self._keys[h]

@@ -1,0 +1,1 @@
+"""The OpenAI chat-completions core: validation, routing, the call lifecycle, encoding."""

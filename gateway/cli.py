@@ -1,0 +1,159 @@
+"""The ``gateway`` command: serve, migrate, create-user, create-key, set-plan."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from gateway.settings import ConfigError, Settings, ensure_secrets, load_settings
+
+
+def app_factory():  # noqa: ANN201  (uvicorn imports this in each worker)
+    from gateway.app import create_app
+
+    return create_app(load_settings())
+
+
+def _settings() -> Settings:
+    try:
+        return ensure_secrets(load_settings())
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from storage.migrate import upgrade
+
+    settings = _settings()
+    if settings.auto_migrate:
+        if settings.is_sqlite:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        upgrade(settings.effective_database_url)
+        os.environ["GATEWAY_MIGRATE_ON_START"] = "false"  # done once, not per worker
+    if settings.is_sqlite and args.workers > 1:
+        print("gateway: note: SQLite with several workers works, but PostgreSQL scales better",
+              file=sys.stderr)
+    print(f"gateway: serving on http://{args.host}:{args.port} "
+          f"({'embedded SQLite' if settings.is_sqlite else 'external database'}, "
+          f"{settings.rate_limit_backend} limiter)", file=sys.stderr)
+    uvicorn.run("gateway.cli:app_factory", factory=True, host=args.host, port=args.port,
+                workers=args.workers, access_log=args.access_log, log_level=args.log_level,
+                timeout_graceful_shutdown=30, server_header=False)
+
+
+def cmd_migrate(_args: argparse.Namespace) -> None:
+    from storage.migrate import upgrade
+
+    settings = _settings()
+    if settings.is_sqlite:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.effective_database_url)
+    print("gateway: database is at the latest schema", file=sys.stderr)
+
+
+async def _with_accounts(settings: Settings, fn):  # noqa: ANN001, ANN202
+    from gateway.auth.credentials import ApiKeyHasher, PasswordHasher
+    from storage.accounts import AccountRepository
+    from storage.engine import build_engine, session_factory
+
+    engine = build_engine(settings.effective_database_url)
+    try:
+        accounts = AccountRepository(session_factory(engine))
+        hasher = ApiKeyHasher(settings.key_hash_secret.get_secret_value())
+        passwords = PasswordHasher(rounds=settings.bcrypt_rounds,
+                                   min_length=settings.password_min_length)
+        return await fn(accounts, hasher, passwords)
+    finally:
+        await engine.dispose()
+
+
+def cmd_create_user(args: argparse.Namespace) -> None:
+    from gateway.errors import APIError
+    from storage.accounts import EmailTaken
+
+    settings = _settings()
+
+    async def run(accounts, hasher, passwords):  # noqa: ANN001, ANN202
+        passwords.check_policy(args.password)
+        key = hasher.generate()
+        user, _ = await accounts.create_user(args.email.strip().lower(),
+                                             passwords.hash(args.password), key.key_hash,
+                                             key.prefix, key.suffix, tier=args.plan)
+        print(f"user {user.id} {user.email} plan={user.subscription_tier}")
+        print(key.plaintext)
+
+    try:
+        asyncio.run(_with_accounts(settings, run))
+    except APIError as exc:
+        print(f"gateway: {exc.message}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except EmailTaken:
+        print(f"gateway: a user with email {args.email} exists", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_create_key(args: argparse.Namespace) -> None:
+    settings = _settings()
+
+    async def run(accounts, hasher, _passwords):  # noqa: ANN001, ANN202
+        user = await accounts.user_by_email(args.email.strip().lower())
+        if user is None:
+            print(f"gateway: no user with email {args.email}", file=sys.stderr)
+            raise SystemExit(2)
+        key = hasher.generate()
+        await accounts.create_key(user.id, args.name, key.key_hash, key.prefix, key.suffix)
+        print(key.plaintext)
+
+    asyncio.run(_with_accounts(settings, run))
+
+
+def cmd_set_plan(args: argparse.Namespace) -> None:
+    settings = _settings()
+
+    async def run(accounts, _hasher, _passwords):  # noqa: ANN001, ANN202
+        user = await accounts.user_by_email(args.email.strip().lower())
+        if user is None or not await accounts.set_plan(user.id, args.plan):
+            print(f"gateway: no user with email {args.email}", file=sys.stderr)
+            raise SystemExit(2)
+        print(f"{user.email} plan={args.plan}")
+
+    asyncio.run(_with_accounts(settings, run))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host", default=os.environ.get("GATEWAY_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8000")))
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("GATEWAY_WORKERS", "1")))
+    serve.add_argument("--access-log", action="store_true", help="log every request line")
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(fn=cmd_serve)
+    sub.add_parser("migrate", help="upgrade the database schema").set_defaults(fn=cmd_migrate)
+    cu = sub.add_parser("create-user", help="create a user and print their first API key")
+    cu.add_argument("email")
+    cu.add_argument("--password", required=True)
+    cu.add_argument("--plan", default="free", choices=["free", "pro", "enterprise"])
+    cu.set_defaults(fn=cmd_create_user)
+    ck = sub.add_parser("create-key", help="create an API key for a user and print it")
+    ck.add_argument("email")
+    ck.add_argument("--name", default="cli")
+    ck.set_defaults(fn=cmd_create_key)
+    sp = sub.add_parser("set-plan", help="move a user to another plan")
+    sp.add_argument("email")
+    sp.add_argument("plan")
+    sp.set_defaults(fn=cmd_set_plan)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()

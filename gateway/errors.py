@@ -1,0 +1,87 @@
+"""Errors in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from providers.errors import ProviderError
+
+_STATUS_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "invalid_request_error", 405: "invalid_request_error", 409: "invalid_request_error",
+    413: "invalid_request_error", 415: "invalid_request_error", 422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+class APIError(Exception):
+    """An error answered to the caller with ``status`` and an OpenAI-shaped body."""
+
+    def __init__(self, status: int, message: str, *, type: str | None = None,
+                 param: str | None = None, code: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type or _STATUS_TYPES.get(status, "api_error")
+        self.param = param
+        self.code = code
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type,
+                          "param": self.param, "code": self.code}}
+
+    def response(self) -> Response:
+        return Response(orjson.dumps(self.body()), status_code=self.status,
+                        headers=self.headers, media_type="application/json")
+
+
+def invalid(param: str, message: str, code: str | None = None) -> APIError:
+    """A 400 naming the offending field."""
+    return APIError(400, message, param=param, code=code)
+
+
+def unauthorized() -> APIError:
+    # Deliberately vague: never say which part of the credential was wrong.
+    return APIError(401, "Invalid or missing credentials. Send 'Authorization: Bearer <key>'.",
+                    code="invalid_api_key")
+
+
+def not_found(what: str = "resource") -> APIError:
+    return APIError(404, f"No such {what}.", code="not_found")
+
+
+def model_not_found(model: str) -> APIError:
+    return APIError(404, f"The model '{model}' does not exist or you do not have access to it.",
+                    param="model", code="model_not_found")
+
+
+def from_provider(exc: ProviderError) -> APIError:
+    """Map a typed upstream error to the status and body the caller gets."""
+    headers = {}
+    if exc.retry_after is not None:
+        headers["retry-after"] = str(max(1, round(exc.retry_after)))
+        headers["retry-after-ms"] = str(int(exc.retry_after * 1000))
+    return APIError(exc.status, exc.message, type=exc.type, param=exc.param, code=exc.code,
+                    headers=headers)
+
+
+async def handle_api_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, APIError)
+    return exc.response()
+
+
+async def handle_http_exception(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return APIError(exc.status_code, exc.detail or "error", headers=exc.headers).response()
+
+
+async def handle_unexpected(_request: Request, _exc: Exception) -> Response:
+    return APIError(500, "The gateway hit an internal error; it has been logged.",
+                    type="server_error", code="internal_error").response()

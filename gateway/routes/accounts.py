@@ -1,0 +1,182 @@
+"""/auth: register, login, me, and API key management."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from starlette.requests import Request
+from starlette.routing import Route
+
+from gateway.audit import audit
+from gateway.auth.credentials import mask_key
+from gateway.errors import APIError, invalid, not_found
+from gateway.http import JSONResponse, client_ip, json_object
+from storage.accounts import EmailTaken
+from storage.models import ApiKey, User
+
+
+def user_view(user: User) -> dict[str, Any]:
+    return {"id": str(user.id), "email": user.email, "subscription_tier": user.subscription_tier,
+            "status": user.status, "created_at": user.created_at}
+
+
+def key_view(key: ApiKey) -> dict[str, Any]:
+    return {"id": str(key.id), "name": key.name, "masked": mask_key(key.key_prefix, key.key_suffix),
+            "status": key.status, "created_at": key.created_at, "last_used_at": key.last_used_at,
+            "revoked_at": key.revoked_at}
+
+
+def _email(data: dict[str, Any]) -> str:
+    raw = data.get("email")
+    if not isinstance(raw, str) or not raw.strip():
+        raise invalid("email", "email is required")
+    try:
+        info = validate_email(raw.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise invalid("email", f"email is not valid: {exc}") from None
+    return info.normalized.lower()
+
+
+def _password(data: dict[str, Any]) -> str:
+    password = data.get("password")
+    if not isinstance(password, str) or not password:
+        raise invalid("password", "password is required")
+    return password
+
+
+def _key_name(data: dict[str, Any]) -> str:
+    name = data.get("name", "default")
+    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 100:
+        raise invalid("name", "name must be a string of 1 to 100 characters")
+    return name.strip()
+
+
+async def register(request: Request) -> JSONResponse:
+    state = request.app.state
+    data = await json_object(request)
+    email = _email(data)
+    password = _password(data)
+    state.passwords.check_policy(password)
+    password_hash = await asyncio.to_thread(state.passwords.hash, password)
+    new_key = state.hasher.generate()
+    try:
+        user, key = await state.accounts.create_user(email, password_hash, new_key.key_hash,
+                                                     new_key.prefix, new_key.suffix)
+    except EmailTaken:
+        raise APIError(409, "An account with this email already exists.", param="email",
+                       code="email_taken") from None
+    audit(request, "user.register", user_id=user.id, resource_type="user", resource_id=user.id)
+    audit(request, "api_key.create", user_id=user.id, resource_type="api_key",
+          resource_id=key.id)
+    return JSONResponse({"token": state.jwt.issue(user.id), "user": user_view(user),
+                         "apiKey": new_key.plaintext, "apiKeyInfo": key_view(key)},
+                        status_code=201)
+
+
+async def login(request: Request) -> JSONResponse:
+    state = request.app.state
+    data = await json_object(request)
+    email = _email(data)
+    password = _password(data)
+    ip = client_ip(request) or "unknown"
+    settings = state.settings
+    for key, limit in ((f"login:acct:{email}", settings.login_attempts_per_account),
+                       (f"login:ip:{ip}", settings.login_attempts_per_ip)):
+        allowed, retry_after = await state.limiter.hit(key, limit, settings.login_window_seconds)
+        if not allowed:
+            audit(request, "auth.login_throttled", user_id=None, details={"email": email})
+            wait = max(1, round(retry_after))
+            raise APIError(429, f"Too many login attempts; try again in {wait} seconds.",
+                           code="too_many_login_attempts",
+                           headers={"retry-after": str(wait)})
+    user = await state.accounts.user_by_email(email)
+    hashed = user.password_hash if user is not None else state.passwords.dummy_hash
+    ok = await asyncio.to_thread(state.passwords.verify, password, hashed)
+    if user is None or not ok or user.status != "active":
+        audit(request, "auth.login_failed", user_id=user.id if user else None,
+              details={"email": email})
+        raise APIError(401, "Incorrect email or password.", code="invalid_credentials")
+    audit(request, "auth.login", user_id=user.id, resource_type="user", resource_id=user.id)
+    return JSONResponse({"token": state.jwt.issue(user.id), "token_type": "bearer",
+                         "expires_in": state.jwt.ttl_seconds, "user": user_view(user)})
+
+
+async def me(request: Request) -> JSONResponse:
+    principal = await request.app.state.auth.authenticate(request)
+    plan = principal.plan
+    return JSONResponse({"id": str(principal.user_id), "email": principal.email,
+                         "subscription_tier": plan.name, "authenticated_via": principal.via,
+                         "plan": {"name": plan.name, "price_monthly": plan.price_monthly,
+                                  "requests_per_minute": plan.requests_per_minute,
+                                  "tokens_per_minute": plan.tokens_per_minute,
+                                  "concurrent_requests": plan.concurrent_requests,
+                                  "features": plan.features}})
+
+
+async def list_keys(request: Request) -> JSONResponse:
+    principal = await request.app.state.auth.authenticate(request)
+    keys = await request.app.state.accounts.list_keys(principal.user_id)
+    return JSONResponse({"object": "list", "data": [key_view(k) for k in keys]})
+
+
+async def create_key(request: Request) -> JSONResponse:
+    state = request.app.state
+    principal = await state.auth.authenticate(request)
+    name = _key_name(await json_object(request))
+    new_key = state.hasher.generate()
+    key = await state.accounts.create_key(principal.user_id, name, new_key.key_hash,
+                                          new_key.prefix, new_key.suffix)
+    audit(request, "api_key.create", user_id=principal.user_id, resource_type="api_key",
+          resource_id=key.id, details={"name": name})
+    return JSONResponse({**key_view(key), "key": new_key.plaintext}, status_code=201)
+
+
+async def _owned_key(request: Request) -> tuple[Any, ApiKey]:
+    state = request.app.state
+    principal = await state.auth.authenticate(request)
+    try:
+        key_id = uuid.UUID(request.path_params["key_id"])
+    except ValueError:
+        raise not_found("API key") from None
+    key = await state.accounts.get_key(principal.user_id, key_id)
+    if key is None:
+        raise not_found("API key")
+    return principal, key
+
+
+async def regenerate_key(request: Request) -> JSONResponse:
+    state = request.app.state
+    principal, key = await _owned_key(request)
+    new_key = state.hasher.generate()
+    updated = await state.accounts.replace_key_hash(key, new_key.key_hash, new_key.prefix,
+                                                    new_key.suffix)
+    state.auth.forget_key(key.key_hash)
+    audit(request, "api_key.regenerate", user_id=principal.user_id, resource_type="api_key",
+          resource_id=key.id)
+    return JSONResponse({**key_view(updated), "key": new_key.plaintext})
+
+
+async def revoke_key(request: Request) -> JSONResponse:
+    state = request.app.state
+    principal, key = await _owned_key(request)
+    if key.status != "revoked":
+        await state.accounts.revoke_key(key)
+        state.auth.forget_key(key.key_hash)
+        audit(request, "api_key.revoke", user_id=principal.user_id, resource_type="api_key",
+              resource_id=key.id)
+    revoked = await state.accounts.get_key(principal.user_id, key.id)
+    return JSONResponse(key_view(revoked))
+
+
+routes = [
+    Route("/auth/register", register, methods=["POST"]),
+    Route("/auth/login", login, methods=["POST"]),
+    Route("/auth/me", me, methods=["GET"]),
+    Route("/auth/keys", list_keys, methods=["GET"]),
+    Route("/auth/keys", create_key, methods=["POST"]),
+    Route("/auth/keys/{key_id}/regenerate", regenerate_key, methods=["POST"]),
+    Route("/auth/keys/{key_id}", revoke_key, methods=["DELETE"]),
+]

@@ -1,0 +1,110 @@
+"""/v1/chat/completions (SSE and plain) and /v1/models."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import anyio
+from sse_starlette import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.chat.call import ChatCall
+from gateway.chat.encode import DONE, ChunkEncoder, usage_body
+from gateway.chat.request import ParsedChat, parse_chat
+from gateway.errors import from_provider, model_not_found
+from gateway.http import JSONResponse, json_object, request_id
+from providers.base import Chunk
+from providers.errors import ProviderError
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def chat_completions(request: Request) -> Response:
+    state = request.app.state
+    principal = await state.auth.authenticate(request)
+    parsed = parse_chat(await json_object(request))
+    target = state.catalog.resolve(parsed.model, principal)
+    rid = request_id(request)
+    call = ChatCall(state.call_services, principal, target, parsed, source="v1",
+                    request_id=rid)
+    await call.admit()
+    first = await call.open()
+    completion_id = "chatcmpl-" + rid.removeprefix("req_")
+    created = int(time.time())
+    if parsed.stream:
+        encoder = ChunkEncoder(completion_id, created, parsed.model, parsed.include_usage)
+        return EventSourceResponse(_sse(call, first, encoder), sep="\n", ping=15,
+                                   headers={**SSE_HEADERS, **call.headers})
+    return await _complete(call, first, parsed, completion_id, created)
+
+
+async def _sse(call: ChatCall, first: Chunk | None, encoder: ChunkEncoder
+               ) -> AsyncIterator[bytes]:
+    status, error = "cancelled", None
+    try:
+        if first is not None:
+            if data := encoder.encode(first):
+                yield data
+            async for chunk in call.rest():
+                if data := encoder.encode(chunk):
+                    yield data
+        if data := encoder.usage(call.usage()):
+            yield data
+        status = "completed"
+        yield DONE
+    except ProviderError as exc:
+        # After the first byte an error can only travel inside the stream.
+        status, error = "failed", exc.message
+        yield encoder.error(exc)
+        yield DONE
+    finally:
+        with anyio.CancelScope(shield=True):
+            await call.close(status, error)
+
+
+async def _complete(call: ChatCall, first: Chunk | None, parsed: ParsedChat,
+                    completion_id: str, created: int) -> Response:
+    try:
+        async for _ in call.rest():
+            pass
+    except ProviderError as exc:
+        await call.close("failed", exc.message)
+        raise from_provider(exc) from exc
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await call.close("cancelled")
+        raise
+    del first  # already in the transcript
+    usage = call.usage()
+    await call.close("completed")
+    return JSONResponse({
+        "id": completion_id, "object": "chat.completion", "created": created,
+        "model": parsed.model, "choices": call.transcript.choices(parsed.n),
+        "usage": usage_body(usage), "system_fingerprint": None,
+    }, headers=call.headers)
+
+
+async def list_models(request: Request) -> JSONResponse:
+    principal = await request.app.state.auth.authenticate(request)
+    return JSONResponse({"object": "list",
+                         "data": request.app.state.catalog.visible_to(principal)})
+
+
+async def get_model(request: Request) -> JSONResponse:
+    state = request.app.state
+    principal = await state.auth.authenticate(request)
+    model = request.path_params["model"]
+    target = state.catalog.resolve(model, principal)
+    if target is None:
+        raise model_not_found(model)
+    return JSONResponse(state.catalog.describe(target))
+
+
+routes = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/models/{model:path}", get_model, methods=["GET"]),
+]

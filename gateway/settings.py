@@ -1,0 +1,265 @@
+"""Settings: environment (``GATEWAY_*``, ``DATABASE_URL``, ``REDIS_URL``), then an optional TOML file.
+
+With nothing set the gateway runs embedded: SQLite in a data directory, the in-memory
+limiter and only the offline demo model. ``GATEWAY_ENV=production`` demands real secrets.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+MIN_SECRET_LENGTH = 32
+
+
+class ConfigError(Exception):
+    """Settings are invalid; the message says what to change."""
+
+
+class ProviderSettings(BaseModel):
+    """One upstream. ``models`` maps public names to upstream ids (a list means the same)."""
+
+    kind: str
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    connect_timeout: float = Field(5.0, gt=0)
+    read_timeout: float = Field(60.0, gt=0)
+    headers: dict[str, str] = {}
+    options: dict[str, Any] = {}
+    models: dict[str, str] | list[str] = []
+    owned_by: str | None = None
+
+    def model_map(self) -> dict[str, str]:
+        if isinstance(self.models, list):
+            return {m: m for m in self.models}
+        return dict(self.models)
+
+
+class ModelRoute(BaseModel):
+    """A public model name served by ``provider`` as ``upstream``."""
+
+    provider: str
+    upstream: str
+    aliases: list[str] = []
+
+
+# The seed's models, each enabled only when its provider has a key.
+DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {
+    "openai": {"kind": "openai", "models": {
+        "gpt-4o": "gpt-4o", "gpt-4o-mini": "gpt-4o-mini", "gpt-4": "gpt-4",
+        "gpt-3.5-turbo": "gpt-3.5-turbo"}},
+    "anthropic": {"kind": "anthropic", "models": {
+        "claude-opus": "claude-opus-4-1", "claude-sonnet": "claude-sonnet-4-5",
+        "claude-haiku": "claude-haiku-4-5"}},
+    "together": {"kind": "together", "models": {
+        "llama-3-70b": "meta-llama/Llama-3-70b-chat-hf",
+        "llama-3-8b": "meta-llama/Llama-3-8b-chat-hf"}},
+}
+DEMO_MODEL = "gateway-demo"
+
+
+class Settings(BaseSettings):
+    """Every setting of the gateway; see the README's configuration reference."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="forbid",
+                                      env_nested_delimiter="__")
+
+    env: Literal["development", "production"] = "development"
+    data_dir: Path = Path("./data")
+    database_url: str | None = Field(
+        None, validation_alias=AliasChoices("GATEWAY_DATABASE_URL", "DATABASE_URL",
+                                            "database_url"))
+    redis_url: str | None = Field(
+        None, validation_alias=AliasChoices("GATEWAY_REDIS_URL", "REDIS_URL", "redis_url"))
+    db_pool_size: int = Field(10, ge=1)
+    migrate_on_start: bool | None = None  # default: yes, except in production
+
+    jwt_secret: SecretStr | None = None
+    key_hash_secret: SecretStr | None = None
+    jwt_issuer: str = "llm-gateway"
+    jwt_audience: str = "llm-gateway"
+    jwt_ttl_seconds: int = Field(24 * 3600, gt=0)
+    password_min_length: int = Field(10, ge=8)
+    bcrypt_rounds: int = Field(12, ge=4, le=16)
+    auth_cache_seconds: float = Field(5.0, ge=0)
+    login_attempts_per_account: int = Field(10, ge=1)
+    login_attempts_per_ip: int = Field(50, ge=1)
+    login_window_seconds: int = Field(900, ge=1)
+
+    cors_origins: list[str] = []
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    trust_forwarded: bool = False
+
+    rate_limit_backend: Literal["memory", "redis", "sql"] = "memory"
+    rate_limit_fail_open: bool = True
+    rate_limit_lease_seconds: float = Field(300.0, gt=0)
+    default_max_tokens_estimate: int = Field(1024, ge=1)
+
+    writer_queue_size: int = Field(10_000, ge=1)
+    writer_batch_size: int = Field(200, ge=1)
+    writer_flush_seconds: float = Field(0.2, gt=0)
+
+    openai_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("GATEWAY_OPENAI_API_KEY", "OPENAI_API_KEY",
+                                            "openai_api_key"))
+    anthropic_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("GATEWAY_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY",
+                                            "anthropic_api_key"))
+    together_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("GATEWAY_TOGETHER_API_KEY", "TOGETHER_API_KEY",
+                                            "together_api_key"))
+    demo_enabled: bool = True
+    demo_delay_ms: int = Field(20, ge=0)
+    providers: dict[str, ProviderSettings] = {}
+    models: dict[str, ModelRoute] = {}
+    upstream_max_connections: int = Field(512, ge=1)
+
+    jobs_enabled: bool = True
+    job_workers: int = Field(4, ge=0)
+    job_lease_seconds: float = Field(60.0, gt=0)
+    job_max_attempts: int = Field(3, ge=1)
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlFileSource(settings_cls))
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        for name, route in self.models.items():
+            if route.provider not in self.providers and route.provider not in DEFAULT_PROVIDERS:
+                raise ValueError(f"models.{name}.provider: unknown provider {route.provider!r}")
+        if self.rate_limit_backend == "redis" and not self.redis_url:
+            raise ValueError("rate_limit_backend is 'redis' but REDIS_URL is not set")
+        if self.env == "production":
+            for field in ("jwt_secret", "key_hash_secret"):
+                value = getattr(self, field)
+                if value is None or len(value.get_secret_value()) < MIN_SECRET_LENGTH:
+                    raise ValueError(
+                        f"{field}: production needs GATEWAY_{field.upper()} of at least "
+                        f"{MIN_SECRET_LENGTH} random characters (python -c 'import secrets; "
+                        f"print(secrets.token_urlsafe(48))')")
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # Accept the URLs people copy from hosting dashboards.
+            for plain in ("postgres://", "postgresql://"):
+                if url.startswith(plain):
+                    return "postgresql+asyncpg://" + url[len(plain):]
+            return url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'gateway.db').resolve()}"
+
+    @property
+    def auto_migrate(self) -> bool:
+        if self.migrate_on_start is not None:
+            return self.migrate_on_start
+        return self.env != "production"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    def provider_settings(self) -> dict[str, ProviderSettings]:
+        """Configured upstreams: the demo, the seed defaults that have keys, then the config."""
+        out: dict[str, ProviderSettings] = {}
+        if self.demo_enabled:
+            out["demo"] = ProviderSettings(kind="demo", models=[DEMO_MODEL], owned_by="demo",
+                                           options={"delay_ms": self.demo_delay_ms})
+        keys = {"openai": self.openai_api_key, "anthropic": self.anthropic_api_key,
+                "together": self.together_api_key}
+        for name, spec in DEFAULT_PROVIDERS.items():
+            if keys[name] is not None:
+                out[name] = ProviderSettings(**spec, api_key=keys[name])
+        for name, spec in self.providers.items():
+            if spec.api_key is None and name in keys and keys[name] is not None:
+                spec = spec.model_copy(update={"api_key": keys[name]})
+            out[name] = spec
+        return out
+
+    def model_routes(self) -> dict[str, ModelRoute]:
+        """Public model name (and alias) → route, for every enabled provider."""
+        providers = self.provider_settings()
+        routes: dict[str, ModelRoute] = {}
+        for pname, spec in providers.items():
+            for public, upstream in spec.model_map().items():
+                routes[public] = ModelRoute(provider=pname, upstream=upstream)
+        for public, route in self.models.items():
+            if route.provider in providers:
+                routes[public] = route
+        for route in list(routes.values()):
+            for alias in route.aliases:
+                routes.setdefault(alias, route)
+        return routes
+
+
+class TomlFileSource(PydanticBaseSettingsSource):
+    """Reads the file named by ``GATEWAY_CONFIG`` (TOML), lowest priority."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("GATEWAY_CONFIG")
+        if not path:
+            return {}
+        try:
+            with open(path, "rb") as fh:
+                return tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"GATEWAY_CONFIG={path}: file not found") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"GATEWAY_CONFIG={path}: invalid TOML: {exc}") from exc
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate settings, turning validation errors into one readable ConfigError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+                 for err in exc.errors()]
+        raise ConfigError("invalid gateway settings:\n" + "\n".join(lines)) from exc
+
+
+def ensure_secrets(settings: Settings) -> Settings:
+    """Fill missing secrets from files in the data directory (created once, mode 0600)."""
+    if settings.jwt_secret is not None and settings.key_hash_secret is not None:
+        return settings
+    if settings.env == "production":  # the validator already refused this; belt and braces
+        raise ConfigError("production mode needs GATEWAY_JWT_SECRET and GATEWAY_KEY_HASH_SECRET")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    update: dict[str, SecretStr] = {}
+    for field in ("jwt_secret", "key_hash_secret"):
+        if getattr(settings, field) is None:
+            update[field] = SecretStr(_read_or_create_secret(settings.data_dir / f".{field}"))
+    return settings.model_copy(update=update)
+
+
+def _read_or_create_secret(path: Path) -> str:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        value = path.read_text().strip()
+        if len(value) < MIN_SECRET_LENGTH:
+            raise ConfigError(f"{path}: secret file is too short; delete it to regenerate") from None
+        return value
+    value = secrets.token_urlsafe(48)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value)
+    return value

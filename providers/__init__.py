@@ -1,0 +1,1 @@
+"""Provider plugins: each turns a canonical chat request into a stream of typed chunks."""

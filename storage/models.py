@@ -1,0 +1,168 @@
+"""SQLModel tables: the seed's data model, portable between SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlmodel import Field, SQLModel
+
+# JSONB on PostgreSQL, JSON text elsewhere.
+JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(**kw: Any) -> Any:
+    return Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True), **kw)
+
+
+def _uuid_pk() -> Any:
+    return Field(default_factory=uuid.uuid4, primary_key=True)
+
+
+class SubscriptionPlan(SQLModel, table=True):
+    __tablename__ = "subscription_plans"
+
+    id: uuid.UUID = _uuid_pk()
+    name: str = Field(max_length=50, unique=True)
+    price_monthly: float = Field(default=0, sa_type=sa.Numeric(10, 2))
+    requests_per_minute: int
+    concurrent_requests: int
+    tokens_per_minute: int
+    features: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+
+    id: uuid.UUID = _uuid_pk()
+    email: str = Field(max_length=320, unique=True)
+    password_hash: str = Field(max_length=100)
+    subscription_tier: str = Field(default="free", max_length=50,
+                                   foreign_key="subscription_plans.name")
+    status: str = Field(default="active", max_length=20)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_keys"
+
+    id: uuid.UUID = _uuid_pk()
+    user_id: uuid.UUID = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
+    name: str = Field(default="default", max_length=100)
+    key_hash: str = Field(max_length=64, unique=True)
+    key_prefix: str = Field(max_length=16)
+    key_suffix: str = Field(max_length=8)
+    status: str = Field(default="active", max_length=20)
+    # Optional per-key overrides, tighter than the plan.
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    concurrent_requests: int | None = None
+    last_used_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    revoked_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class InferenceRequest(SQLModel, table=True):
+    __tablename__ = "inference_requests"
+    __table_args__ = (
+        sa.Index("ix_inference_requests_user_created", "user_id", "created_at"),
+        sa.Index("ix_inference_requests_status_created", "status", "created_at"),
+    )
+
+    id: uuid.UUID = _uuid_pk()
+    user_id: uuid.UUID = Field(foreign_key="users.id", ondelete="CASCADE")
+    api_key_id: uuid.UUID | None = Field(default=None, foreign_key="api_keys.id",
+                                         ondelete="SET NULL")
+    request_id: str | None = Field(default=None, max_length=64)
+    source: str = Field(default="v1", max_length=10)  # v1 | legacy
+    model: str = Field(max_length=200)
+    provider: str = Field(default="", max_length=100)
+    upstream_model: str | None = Field(default=None, max_length=200)
+    messages: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONType)
+    parameters: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    prompt: str | None = Field(default=None, sa_type=sa.Text)  # searchable text of the prompt
+    response: str | None = Field(default=None, sa_type=sa.Text)
+    tool_calls: list[dict[str, Any]] | None = Field(default=None, sa_type=JSONType)
+    finish_reason: str | None = Field(default=None, max_length=30)
+    status: str = Field(default="pending", max_length=20)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    tokens_estimated: bool = False
+    processing_time_ms: int | None = None
+    time_to_first_token_ms: int | None = None
+    error: str | None = Field(default=None, sa_type=sa.Text)
+    # Legacy job bookkeeping (issue: /inference jobs).
+    attempts: int = 0
+    lease_owner: str | None = Field(default=None, max_length=100)
+    lease_expires_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    created_at: datetime = _ts()
+    started_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    completed_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    updated_at: datetime = _ts()
+
+
+class UsageDaily(SQLModel, table=True):
+    """Per user, day and model counters, upserted in batches by the writer."""
+
+    __tablename__ = "usage_daily"
+    __table_args__ = (sa.UniqueConstraint("user_id", "day", "model", name="uq_usage_daily"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="users.id", ondelete="CASCADE")
+    day: date
+    model: str = Field(max_length=200)
+    requests: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    processing_time_ms: int = 0
+    time_to_first_token_ms: int = 0
+    ttft_samples: int = 0
+
+
+class RateLimitBucket(SQLModel, table=True):
+    """Counters for the ``sql`` limiter backend (one row per user, bucket type and key)."""
+
+    __tablename__ = "rate_limit_buckets"
+    __table_args__ = (
+        sa.UniqueConstraint("user_id", "bucket_type", "bucket_key", name="uq_rate_limit_bucket"),
+        sa.Index("ix_rate_limit_buckets_expires", "expires_at"),
+    )
+
+    id: uuid.UUID = _uuid_pk()
+    user_id: str = Field(max_length=64)
+    bucket_type: str = Field(max_length=20)  # requests | tokens | concurrent
+    bucket_key: str = Field(max_length=100)
+    request_count: int = 0
+    value: float = 0.0
+    expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
+
+
+class AuditLog(SQLModel, table=True):
+    __tablename__ = "audit_logs"
+    __table_args__ = (sa.Index("ix_audit_logs_user_created", "user_id", "created_at"),)
+
+    id: uuid.UUID = _uuid_pk()
+    user_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
+    action: str = Field(max_length=50)
+    resource_type: str | None = Field(default=None, max_length=50)
+    resource_id: str | None = Field(default=None, max_length=64)
+    ip: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = Field(default=None, max_length=400)
+    request_id: str | None = Field(default=None, max_length=64)
+    details: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    created_at: datetime = _ts()

@@ -1,0 +1,181 @@
+"""The background writer: request rows, usage counters, audit rows and key touches,
+enqueued from the hot path without waiting, written in batches, drained on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from storage.models import ApiKey, AuditLog, InferenceRequest, UsageDaily
+
+log = logging.getLogger("gateway.writer")
+
+_USAGE_COUNTERS = ("requests", "succeeded", "failed", "cancelled", "prompt_tokens",
+                   "completion_tokens", "processing_time_ms", "time_to_first_token_ms",
+                   "ttft_samples")
+
+
+@dataclass
+class WriterStats:
+    enqueued: int = 0
+    written: int = 0
+    dropped: int = 0
+    failed_batches: int = 0
+
+
+class RequestWriter:
+    """Owns one queue and one task; ``submit_*`` never blocks and never raises."""
+
+    def __init__(self, engine: AsyncEngine, *, queue_size: int = 10_000, batch_size: int = 200,
+                 flush_seconds: float = 0.2, retries: int = 3) -> None:
+        self._engine = engine
+        self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(queue_size)
+        self._batch_size = batch_size
+        self._flush_seconds = flush_seconds
+        self._retries = retries
+        self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.stats = WriterStats()
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def submit_request(self, row: dict[str, Any]) -> bool:
+        """Queue one finished ``inference_requests`` row (and its usage counters)."""
+        return self._put("request", row)
+
+    def submit_audit(self, row: dict[str, Any]) -> bool:
+        return self._put("audit", row)
+
+    def touch_key(self, key_id: Any, at: datetime) -> bool:
+        return self._put("touch", {"id": key_id, "at": at})
+
+    def _put(self, kind: str, row: dict[str, Any]) -> bool:
+        try:
+            self._queue.put_nowait((kind, row))
+        except asyncio.QueueFull:
+            self.stats.dropped += 1
+            if self.stats.dropped == 1 or self.stats.dropped % 1000 == 0:
+                log.error("writer queue full: dropped %d %s rows so far", self.stats.dropped, kind)
+            return False
+        self.stats.enqueued += 1
+        self._idle.clear()
+        return True
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="request-writer")
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is written (tests and shutdown)."""
+        await self._idle.wait()
+
+    async def stop(self) -> None:
+        """Drain the queue, then stop the task."""
+        if self._task is None:
+            return
+        await self.flush()
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            item = await self._queue.get()
+            batch = [item]
+            deadline = asyncio.get_running_loop().time() + self._flush_seconds
+            while len(batch) < self._batch_size:
+                try:
+                    batch.append(self._queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                timeout = deadline - asyncio.get_running_loop().time()
+                if timeout <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+                except TimeoutError:
+                    break
+            await self._write_with_retries(batch)
+            if self._queue.empty():
+                self._idle.set()
+
+    async def _write_with_retries(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        for attempt in range(self._retries + 1):
+            try:
+                await self._write(batch)
+                self.stats.written += len(batch)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("writer batch of %d failed (attempt %d)", len(batch), attempt + 1)
+                await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
+        self.stats.failed_batches += 1
+        self.stats.dropped += len(batch)
+        log.error("writer dropped a batch of %d rows after %d attempts", len(batch),
+                  self._retries + 1)
+
+    async def _write(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        requests = [row for kind, row in batch if kind == "request"]
+        audits = [row for kind, row in batch if kind == "audit"]
+        touches: dict[Any, datetime] = {}
+        for kind, row in batch:
+            if kind == "touch":
+                touches[row["id"]] = max(row["at"], touches.get(row["id"], row["at"]))
+        async with self._engine.begin() as conn:
+            if requests:
+                await conn.execute(sa.insert(InferenceRequest.__table__), requests)
+                for stmt in self._usage_upserts(conn.dialect.name, requests):
+                    await conn.execute(stmt)
+            if audits:
+                await conn.execute(sa.insert(AuditLog.__table__), audits)
+            if touches:
+                table = ApiKey.__table__
+                await conn.execute(
+                    sa.update(table).where(table.c.id == sa.bindparam("kid"))
+                    .values(last_used_at=sa.bindparam("at")),
+                    [{"kid": k, "at": at} for k, at in touches.items()])
+
+    @staticmethod
+    def _usage_upserts(dialect: str, rows: list[dict[str, Any]]) -> list[Any]:
+        totals: dict[tuple, dict[str, int]] = defaultdict(lambda: dict.fromkeys(_USAGE_COUNTERS, 0))
+        for row in rows:
+            t = totals[(row["user_id"], row["created_at"].date(), row["model"])]
+            t["requests"] += 1
+            status = row.get("status")
+            t["succeeded"] += status == "completed"
+            t["failed"] += status == "failed"
+            t["cancelled"] += status == "cancelled"
+            t["prompt_tokens"] += row.get("prompt_tokens") or 0
+            t["completion_tokens"] += row.get("completion_tokens") or 0
+            t["processing_time_ms"] += row.get("processing_time_ms") or 0
+            if row.get("time_to_first_token_ms") is not None:
+                t["time_to_first_token_ms"] += row["time_to_first_token_ms"]
+                t["ttft_samples"] += 1
+        return [usage_upsert(dialect, user_id, day, model, counts)
+                for (user_id, day, model), counts in totals.items()]
+
+
+def usage_upsert(dialect: str, user_id: Any, day: Any, model: str,
+                 counts: dict[str, int]) -> Any:
+    """One ``INSERT … ON CONFLICT DO UPDATE`` adding ``counts`` to a usage_daily row."""
+    table = UsageDaily.__table__
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(table).values(user_id=user_id, day=day, model=model, **counts)
+    return stmt.on_conflict_do_update(
+        index_elements=["user_id", "day", "model"],
+        set_={k: table.c[k] + stmt.excluded[k] for k in counts})

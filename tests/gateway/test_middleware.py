@@ -1,0 +1,79 @@
+"""Request ids, security headers, CORS and the body-size limit, on a running gateway."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from tests.conftest import make_settings
+from tests.servers import GatewayServer, running
+
+
+@pytest.fixture(scope="module")
+def small_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
+    tmp: Path = tmp_path_factory.mktemp("mw")
+    settings = make_settings(tmp, migrate_on_start=True, max_body_bytes=2048,
+                             cors_origins=["https://app.example.com"])
+    with running(create_app(settings)) as server:
+        yield server
+
+
+def test_request_id_generated_and_honoured(small_gateway: GatewayServer) -> None:
+    r = httpx.get(small_gateway.url + "/health")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    assert r.headers["x-request-id"].startswith("req_")
+    r = httpx.get(small_gateway.url + "/health", headers={"x-request-id": "client-abc.123"})
+    assert r.headers["x-request-id"] == "client-abc.123"
+    r = httpx.get(small_gateway.url + "/health", headers={"x-request-id": "bad id\twith spaces"})
+    assert r.headers["x-request-id"].startswith("req_")
+
+
+def test_security_headers(small_gateway: GatewayServer) -> None:
+    r = httpx.get(small_gateway.url + "/health")
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["x-frame-options"] == "DENY"
+    assert r.headers["referrer-policy"] == "no-referrer"
+    assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    assert "strict-transport-security" not in r.headers  # plain HTTP here
+
+
+def test_cors_allow_list(small_gateway: GatewayServer) -> None:
+    pre = {"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST",
+           "Access-Control-Request-Headers": "authorization,content-type"}
+    r = httpx.options(small_gateway.url + "/v1/chat/completions", headers=pre)
+    assert r.status_code == 200
+    assert r.headers["access-control-allow-origin"] == "https://app.example.com"
+    r = httpx.options(small_gateway.url + "/v1/chat/completions",
+                      headers={**pre, "Origin": "https://evil.example.com"})
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_body_size_limit(small_gateway: GatewayServer) -> None:
+    r = httpx.post(small_gateway.url + "/auth/register", content=b"x" * 5000,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "request_too_large"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit applies while reading
+        for _ in range(10):
+            yield b"x" * 1000
+
+    r = httpx.post(small_gateway.url + "/auth/register", content=chunks(),
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_ready_checks_database(small_gateway: GatewayServer) -> None:
+    r = httpx.get(small_gateway.url + "/ready")
+    assert r.status_code == 200
+    assert r.json()["checks"] == {"database": "ok"}
+
+
+def test_unknown_route_is_openai_shaped_404(small_gateway: GatewayServer) -> None:
+    r = httpx.get(small_gateway.url + "/v1/nothing-here")
+    assert r.status_code == 404
+    assert r.json()["error"]["type"] == "invalid_request_error"

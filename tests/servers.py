@@ -1,0 +1,219 @@
+"""Real servers for tests: the gateway under uvicorn in a thread, and a scripted fake upstream.
+
+The fake upstream is a plain asyncio HTTP/1.1 server that replays byte-exact recordings,
+split into the chunks the test asks for, so the gateway's real network path is exercised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+FIXTURES = Path(__file__).parent / "fixtures" / "upstream"
+
+
+def free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+class LoopThread:
+    """An event loop in a daemon thread; ``run`` executes a coroutine on it and waits."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+
+class GatewayServer:
+    """The real app under uvicorn on a loopback port, in its own loop thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.sock = free_socket()
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False,
+                                timeout_graceful_shutdown=5)
+        self.server = uvicorn.Server(config)
+        self.thread = LoopThread("gateway")
+        self._serving = asyncio.run_coroutine_threadsafe(
+            self.server.serve(sockets=[self.sock]), self.thread.loop)
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if self._serving.done():
+                self._serving.result()  # raises the startup error
+            if time.monotonic() > deadline:
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.01)
+
+    @property
+    def state(self) -> Any:
+        return self.app.state
+
+    def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
+        """Run a coroutine on the gateway's loop (database reads, writer flushes)."""
+        return self.thread.run(coro, timeout)
+
+    def flush(self) -> None:
+        self.run(self.state.writer.flush())
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        with contextlib.suppress(Exception):
+            self._serving.result(15)
+        self.thread.stop()
+        self.sock.close()
+
+
+@dataclass
+class Reply:
+    """One scripted upstream answer: status, headers, and body pieces sent with a delay."""
+
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=lambda: {
+        "content-type": "text/event-stream"})
+    pieces: list[bytes] = field(default_factory=list)
+    delay: float = 0.0
+    hang_after: int | None = None  # stop sending (but keep the socket) after N pieces
+
+    @classmethod
+    def recording(cls, name: str, *, split: int | None = None, status: int = 200,
+                  content_type: str | None = None, **kw: Any) -> Reply:
+        data = (FIXTURES / name).read_bytes()
+        pieces = [data] if split is None else [data[i:i + split]
+                                                for i in range(0, len(data), split)]
+        ctype = content_type or ("text/event-stream" if name.endswith(".sse")
+                                 else "application/json")
+        return cls(status=status, headers={"content-type": ctype}, pieces=pieces, **kw)
+
+    @classmethod
+    def json(cls, status: int, body: bytes, headers: dict[str, str] | None = None) -> Reply:
+        return cls(status=status, headers={"content-type": "application/json", **(headers or {})},
+                   pieces=[body])
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class FakeUpstream:
+    """Replays scripted replies in order (the last one repeats); records what it received."""
+
+    def __init__(self) -> None:
+        self.replies: list[Reply] = []
+        self.received: list[Received] = []
+        self.disconnects = 0
+        self.completed = 0
+        self.thread = LoopThread("fake-upstream")
+        self.sock = free_socket()
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread.run(self._start())
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, sock=self.sock)
+
+    def script(self, *replies: Reply) -> None:
+        self.received.clear()
+        self.replies = list(replies)
+        self.disconnects = 0
+        self.completed = 0
+
+    def _next(self) -> Reply:
+        if len(self.replies) > 1:
+            return self.replies.pop(0)
+        return self.replies[0] if self.replies else Reply(status=500, pieces=[b"unscripted"])
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                headers = {}
+                for line in lines[1:]:
+                    if ":" in line:
+                        k, v = line.split(":", 1)
+                        headers[k.strip().lower()] = v.strip()
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                self.received.append(Received(method, path, headers, body))
+                await self._reply(self._next(), reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def _wait_or_eof(self, reader: asyncio.StreamReader, seconds: float) -> None:
+        """Sleep, but notice the client hanging up meanwhile."""
+        try:
+            data = await asyncio.wait_for(reader.read(1), seconds)
+        except TimeoutError:
+            return
+        if not data:
+            raise ConnectionResetError("client went away")
+
+    async def _reply(self, reply: Reply, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+        head = [f"HTTP/1.1 {reply.status} X", "transfer-encoding: chunked"]
+        head += [f"{k}: {v}" for k, v in reply.headers.items()]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        try:
+            for i, piece in enumerate(reply.pieces):
+                if reply.hang_after is not None and i >= reply.hang_after:
+                    await self._wait_or_eof(reader, 3600)
+                if reply.delay:
+                    await self._wait_or_eof(reader, reply.delay)
+                writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            self.completed += 1
+        except (ConnectionError, asyncio.CancelledError):
+            self.disconnects += 1
+            raise ConnectionResetError from None
+
+    def stop(self) -> None:
+        self._server.close()
+        self.thread.stop()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+@contextlib.contextmanager
+def running(app: Any) -> Iterator[GatewayServer]:
+    server = GatewayServer(app)
+    try:
+        yield server
+    finally:
+        server.stop()
