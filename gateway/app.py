@@ -19,8 +19,8 @@ from gateway.catalog import ModelCatalog
 from gateway.chat.call import CallServices
 from gateway.errors import APIError, handle_api_error, handle_http_exception, handle_unexpected
 from gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, SecurityHeadersMiddleware
-from gateway.ratelimit import build_limiter
-from gateway.routes import accounts, chat, health
+from gateway.ratelimit import LeaseRenewer, build_limiter
+from gateway.routes import accounts, chat, health, limits
 from gateway.settings import Settings, ensure_secrets
 from gateway.tokens import TokenCounter
 from providers.base import ProviderConfig
@@ -93,12 +93,17 @@ def create_app(settings: Settings, *, upstream_transport: httpx.AsyncBaseTranspo
         state.catalog = ModelCatalog(settings.model_routes(), live,
                                      settings.provider_settings(), created=int(time.time()))
         state.tokens = TokenCounter()
-        state.call_services = CallServices(limiter=state.limiter, writer=state.writer,
+        state.leases = LeaseRenewer(state.limiter,
+                                    interval=settings.rate_limit_lease_seconds / 3)
+        state.leases.start()
+        state.call_services = CallServices(limiter=state.limiter, leases=state.leases,
+                                           writer=state.writer,
                                            tokens=state.tokens,
                                            default_max_tokens=settings.default_max_tokens_estimate)
         try:
             yield
         finally:
+            await state.leases.aclose()
             await state.writer.stop()
             await state.providers.aclose()
             await state.http.aclose()
@@ -119,7 +124,8 @@ def create_app(settings: Settings, *, upstream_transport: httpx.AsyncBaseTranspo
                                    "x-ratelimit-reset-tokens"]),
         Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
     ]
-    routes = [*health.routes, *accounts.routes, *chat.routes, static_app.mount()]
+    routes = [*health.routes, *accounts.routes, *chat.routes, *limits.routes,
+              static_app.mount()]
     return Starlette(
         routes=routes, middleware=middleware, lifespan=lifespan,
         exception_handlers={APIError: handle_api_error, HTTPException: handle_http_exception,

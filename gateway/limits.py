@@ -62,6 +62,8 @@ def rejection(decision: Decision, headers: dict[str, str]) -> APIError:
         message = (f"Too many concurrent requests: your plan allows "
                    f"{decision.concurrent_limit} at a time. Retry when one finishes.")
         kind = "requests"
+    elif decision.message:
+        message = decision.message
     elif kind == "tokens":
         message = (f"Rate limit reached for tokens per minute: limit {decision.tokens.limit}, "
                    f"remaining {max(0, decision.tokens.remaining)}. "
@@ -70,3 +72,4 @@ def rejection(decision: Decision, headers: dict[str, str]) -> APIError:
         message = (f"Rate limit reached for requests per minute: limit "
                    f"{decision.requests.limit}. Try again in {duration(wait)}.")
     return APIError(429, message, type=kind, code="rate_limit_exceeded", headers=retry)
+

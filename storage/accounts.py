@@ -35,10 +35,10 @@ class AccountRepository:
         key = ApiKey(user_id=user.id, name="default", key_hash=key_hash, key_prefix=prefix,
                      key_suffix=suffix)
         async with self._sessions() as session:
-            session.add(user)
-            await session.flush()
-            session.add(key)
             try:
+                session.add(user)
+                await session.flush()
+                session.add(key)
                 await session.commit()
             except IntegrityError as exc:
                 raise EmailTaken(email) from exc
@@ -89,7 +89,7 @@ class AccountRepository:
                                suffix: str) -> ApiKey:
         """Regenerate: the same key row gets a new secret; the old one stops working."""
         async with self._sessions() as session:
-            await session.execute(
+            await session.exec(
                 sa.update(ApiKey).where(ApiKey.id == key.id).values(
                     key_hash=key_hash, key_prefix=prefix, key_suffix=suffix, status="active",
                     revoked_at=None, updated_at=utcnow()))
@@ -101,13 +101,13 @@ class AccountRepository:
     async def revoke_key(self, key: ApiKey) -> None:
         now = utcnow()
         async with self._sessions() as session:
-            await session.execute(sa.update(ApiKey).where(ApiKey.id == key.id).values(
+            await session.exec(sa.update(ApiKey).where(ApiKey.id == key.id).values(
                 status="revoked", revoked_at=now, updated_at=now))
             await session.commit()
 
     async def set_plan(self, user_id: uuid.UUID, tier: str) -> bool:
         async with self._sessions() as session:
-            result = await session.execute(sa.update(User).where(User.id == user_id).values(
+            result = await session.exec(sa.update(User).where(User.id == user_id).values(
                 subscription_tier=tier, updated_at=utcnow()))
             await session.commit()
             return result.rowcount == 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -19,6 +19,7 @@ from gateway.chat.request import ParsedChat
 from gateway.chat.transcript import Transcript
 from gateway.errors import APIError, from_provider, invalid
 from gateway.limits import limits_for, rate_limit_headers, rejection
+from gateway.ratelimit import LeaseRenewer
 from gateway.ratelimit.base import Lease, RateLimiter
 from gateway.tokens import TokenCounter
 from providers.base import CallContext, Chunk, TextDelta, ToolCallDelta, Usage
@@ -32,6 +33,7 @@ class CallServices:
     """The long-lived objects a call needs, built once in the lifespan."""
 
     limiter: RateLimiter
+    leases: LeaseRenewer
     writer: RequestWriter
     tokens: TokenCounter
     default_max_tokens: int
@@ -54,7 +56,9 @@ class ChatCall:
 
     def __init__(self, svc: CallServices, principal: Principal, target: Target,
                  parsed: ParsedChat, *, source: str, request_id: str,
-                 row_id: uuid.UUID | None = None) -> None:
+                 row_id: uuid.UUID | None = None,
+                 record: Callable[[dict[str, Any]], Awaitable[None]] | None = None) -> None:
+        """``record`` stores the final row; by default it is queued for the writer (v1)."""
         if parsed.n > 1 and not target.provider.supports_n:
             raise invalid("n", f"'n' greater than 1 is not supported by model '{target.public}'")
         self.svc = svc
@@ -72,6 +76,7 @@ class ChatCall:
         self._lease: Lease | None = None
         self._stream: AsyncIterator[Chunk] | None = None
         self._closed = False
+        self._record = record
         self.prompt_tokens = svc.tokens.messages(parsed.request.messages)
 
     async def admit(self) -> None:
@@ -84,6 +89,8 @@ class ChatCall:
         if not decision.allowed:
             raise rejection(decision, self.headers)
         self._lease = decision.lease
+        if self._lease is not None:
+            self.svc.leases.hold(self._lease)
 
     async def open(self) -> Chunk | None:
         """Start the upstream stream and wait for its first chunk (errors become HTTP errors)."""
@@ -136,8 +143,13 @@ class ChatCall:
                 pass
         usage = self.usage()
         if self._lease is not None:
+            self.svc.leases.drop(self._lease)
             await self.svc.limiter.release(self._lease, usage.total_tokens)
-        self.svc.writer.submit_request(self.row(status, error, usage))
+        row = self.row(status, error, usage)
+        if self._record is not None:
+            await self._record(row)
+        else:
+            self.svc.writer.submit_request(row)
 
     def row(self, status: str, error: str | None, usage: Usage) -> dict[str, Any]:
         now = utcnow()

@@ -1,0 +1,42 @@
+"""GET /rate-limit: the caller's plan, limits, current usage, in-flight calls, reset times."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.routing import Route
+
+from gateway.errors import APIError
+from gateway.http import JSONResponse
+from gateway.limits import limits_for, rate_limit_headers
+from gateway.ratelimit.base import Decision, RateLimiterUnavailable, WindowState
+
+
+def _window(w: WindowState) -> dict:
+    return {"limit": w.limit, "remaining": max(0, w.remaining), "used": w.limit - w.remaining,
+            "reset_seconds": round(w.reset_seconds, 3)}
+
+
+async def rate_limit(request: Request) -> JSONResponse:
+    state = request.app.state
+    principal = await state.auth.authenticate(request)
+    limits = limits_for(principal)
+    try:
+        status = await state.limiter.status(principal.subject, limits)
+    except RateLimiterUnavailable:
+        raise APIError(503, "Rate limiting is unavailable right now; try again shortly.",
+                       type="api_error", code="rate_limiter_unavailable") from None
+    headers = rate_limit_headers(Decision(
+        allowed=True, requests=status.requests, tokens=status.tokens,
+        concurrent_limit=status.concurrent_limit, concurrent_in_use=status.concurrent_in_use))
+    return JSONResponse({
+        "plan": principal.plan.name,
+        "limits": {"requests_per_minute": limits.requests_per_minute,
+                   "tokens_per_minute": limits.tokens_per_minute,
+                   "concurrent_requests": limits.concurrent_requests},
+        "requests": _window(status.requests),
+        "tokens": _window(status.tokens),
+        "concurrent": {"limit": status.concurrent_limit, "in_use": status.concurrent_in_use},
+    }, headers=headers)
+
+
+routes = [Route("/rate-limit", rate_limit, methods=["GET"])]
