@@ -72,9 +72,9 @@ class AccountRepository:
                 .order_by(ApiKey.created_at))).all())
 
     async def create_key(self, user_id: uuid.UUID, name: str, key_hash: str, prefix: str,
-                         suffix: str) -> ApiKey:
+                         suffix: str, limits: dict[str, int] | None = None) -> ApiKey:
         key = ApiKey(user_id=user_id, name=name, key_hash=key_hash, key_prefix=prefix,
-                     key_suffix=suffix)
+                     key_suffix=suffix, **(limits or {}))
         async with self._sessions() as session:
             session.add(key)
             await session.commit()

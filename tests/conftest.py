@@ -21,6 +21,14 @@ from tests.servers import FakeUpstream, GatewayServer
 
 POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL")
+# .ci/run sets this: there a missing server is a broken CI, not a reason to skip.
+REQUIRE_SERVICES = os.environ.get("GATEWAY_TEST_REQUIRE_SERVICES") == "1"
+
+
+def skip_or_fail(reason: str) -> None:
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (GATEWAY_TEST_REQUIRE_SERVICES=1)")
+    pytest.skip(reason)
 SECRET = "test-secret-" + "x" * 40
 _counter = itertools.count()
 
@@ -28,8 +36,8 @@ _counter = itertools.count()
 def postgres_database(tag: str) -> str:
     """Create a fresh PostgreSQL database and return its async URL."""
     if not POSTGRES_URL:
-        pytest.skip("PostgreSQL not available: set GATEWAY_TEST_POSTGRES_URL "
-                    "(.ci/services.sh starts one)")
+        skip_or_fail("PostgreSQL not available: set GATEWAY_TEST_POSTGRES_URL "
+                     "(.ci/services.sh starts one)")
     import asyncpg
 
     name = f"gw_{tag}_{os.getpid()}_{uuid.uuid4().hex[:8]}"

@@ -44,7 +44,7 @@ class _Usage:
             requests.popleft()
         tokens = self.tokens
         while tokens and tokens[0][0] <= now:
-            expiry, amount, entry_id = tokens.popleft()
+            _, amount, entry_id = tokens.popleft()
             self.token_sum -= amount
             del self.entries[entry_id]
         if self.slot_floor <= now:

@@ -128,7 +128,7 @@ class RedisRateLimiter:
 
     async def release(self, lease: Lease, actual_tokens: int) -> None:
         """Free the slot and settle the reservation with the real usage; idempotent."""
-        r, t, a, c = self._keys(lease.subject)
+        _, t, a, c = self._keys(lease.subject)
         args = (self._now(), self.window_seconds, lease.slot_id,
                 max(0, int(actual_tokens)), lease.reserved_tokens)
         try:

@@ -34,7 +34,7 @@ local function prune_tokens(tok, amt, now)
     local amounts = redis.call('HMGET', amt, unpack(old))
     local freed = 0
     for i = 1, #amounts do freed = freed + (tonumber(amounts[i]) or 0) end
-    redis.call('HINCRBY', amt, '_sum', -freed)
+    if freed ~= 0 then redis.call('HINCRBY', amt, '_sum', -freed) end
     redis.call('HDEL', amt, unpack(old))
     redis.call('ZREM', tok, unpack(old))
     if #old < 500 then return end
@@ -111,18 +111,18 @@ else
   redis.call('PEXPIRE', KEYS[2], ttl)
   redis.call('PEXPIRE', KEYS[3], ttl)
   redis.call('PEXPIRE', KEYS[4], ttl_ms(lease))
-  in_use = in_use + 1
-  nreq = nreq + 1
-  used = used + est
+  -- The entry just added is the newest: both windows are full again in `window` s.
+  local tokens_reset = 0
+  if used + est > 0 then tokens_reset = window end
+  return {1, '', '0', in_use + 1, nreq + 1, used + est, tostring(window),
+          tostring(tokens_reset)}
 end
 
 local requests_reset = 0
 if nreq > 0 then requests_reset = newest_in(KEYS[1], now) end
 local tokens_reset = 0
 if used > 0 then tokens_reset = newest_in(KEYS[2], now) end
-local allowed = 0
-if verdict == '' then allowed = 1 end
-return {allowed, verdict, tostring(retry), in_use, nreq, used,
+return {0, verdict, tostring(retry), in_use, nreq, used,
         tostring(requests_reset), tostring(tokens_reset)}
 """
 

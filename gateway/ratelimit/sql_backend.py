@@ -283,7 +283,7 @@ class SqlRateLimiter:
     async def status(self, subject: str, limits: Limits) -> Status:
         """Report usage and in-flight calls without consuming (nor locking) anything."""
         try:
-            async with self._engine.connect() as conn:
+            async with self._transaction() as conn:
                 now = self._clock()
                 in_use, used_requests, used_tokens, _, newest, newest_tokens = (
                     await self._usage(conn, _user_id(subject), now))

@@ -23,10 +23,30 @@ def user_view(user: User) -> dict[str, Any]:
             "status": user.status, "created_at": user.created_at}
 
 
+LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "concurrent_requests")
+
+
 def key_view(key: ApiKey) -> dict[str, Any]:
     return {"id": str(key.id), "name": key.name, "masked": mask_key(key.key_prefix, key.key_suffix),
             "status": key.status, "created_at": key.created_at, "last_used_at": key.last_used_at,
-            "revoked_at": key.revoked_at}
+            "revoked_at": key.revoked_at,
+            "limits": {f: getattr(key, f) for f in LIMIT_FIELDS if getattr(key, f) is not None}}
+
+
+def _key_limits(data: dict[str, Any]) -> dict[str, int]:
+    """Optional per-key limits; they can only tighten the plan's."""
+    raw = data.get("limits") or {}
+    if not isinstance(raw, dict):
+        raise invalid("limits", "limits must be an object")
+    out = {}
+    for name, value in raw.items():
+        if name not in LIMIT_FIELDS:
+            raise invalid(f"limits.{name}", f"unknown limit {name!r}; use one of "
+                          + ", ".join(LIMIT_FIELDS))
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise invalid(f"limits.{name}", f"limits.{name} must be a positive integer")
+        out[name] = value
+    return out
 
 
 def _email(data: dict[str, Any]) -> str:
@@ -125,10 +145,12 @@ async def list_keys(request: Request) -> JSONResponse:
 async def create_key(request: Request) -> JSONResponse:
     state = request.app.state
     principal = await state.auth.authenticate(request)
-    name = _key_name(await json_object(request))
+    data = await json_object(request)
+    name = _key_name(data)
+    limits = _key_limits(data)
     new_key = state.hasher.generate()
     key = await state.accounts.create_key(principal.user_id, name, new_key.key_hash,
-                                          new_key.prefix, new_key.suffix)
+                                          new_key.prefix, new_key.suffix, limits=limits)
     audit(request, "api_key.create", user_id=principal.user_id, resource_type="api_key",
           resource_id=key.id, details={"name": name})
     return JSONResponse({**key_view(key), "key": new_key.plaintext}, status_code=201)
