@@ -1,0 +1,216 @@
+"""Anthropic's Messages API, translated to and from the OpenAI shape."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import orjson
+
+from providers.anthropic_request import DEFAULT_MAX_TOKENS, build_anthropic_body
+from providers.base import CallContext, ChatRequest, Chunk, Finish, TextDelta, ToolCallDelta, Usage
+from providers.errors import (
+    ProviderError,
+    UpstreamAuthError,
+    UpstreamBadRequest,
+    UpstreamNotFound,
+    UpstreamProtocolError,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from providers.sse import SSEEvent
+from providers.upstream import (
+    HTTPStreamProvider,
+    UpstreamCall,
+    body_excerpt,
+    error_class_for_status,
+    load_json,
+    make_error,
+    merged_headers,
+    parse_retry_after,
+)
+
+ANTHROPIC_VERSION = "2023-06-01"
+
+STOP_REASONS: dict[str, str] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+ERROR_TYPES: dict[str, type[ProviderError]] = {
+    "invalid_request_error": UpstreamBadRequest,
+    "request_too_large": UpstreamBadRequest,
+    "authentication_error": UpstreamAuthError,
+    "permission_error": UpstreamAuthError,
+    "not_found_error": UpstreamNotFound,
+    "rate_limit_error": UpstreamRateLimited,
+    "overloaded_error": UpstreamUnavailable,
+    "timeout_error": UpstreamTimeout,
+    "timeout": UpstreamTimeout,
+    "api_error": ProviderError,
+}
+
+
+def error_from_anthropic_payload(upstream: str, payload: Any, *, status: int | None = None,
+                                 retry_after: float | None = None) -> ProviderError | None:
+    """A typed error from ``{"type": "error", "error": {"type", "message"}}``, if it is one."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("error"), dict):
+        return None
+    error = payload["error"]
+    kind = error.get("type")
+    if status is not None:
+        cls = error_class_for_status(status)  # the status decides: 529 overloaded → 503
+    else:
+        cls = ERROR_TYPES.get(kind, ProviderError) if isinstance(kind, str) else ProviderError
+    return make_error(cls, upstream, str(error.get("message") or kind),
+                      retry_after=retry_after, upstream_status=status)
+
+
+class AnthropicStreamParser:
+    """Turns Messages stream events into chunks; tool calls are numbered 0, 1, ... ."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.done = False
+        self._usage: dict[str, int] = {}
+        self._calls: dict[int, int] = {}  # content block index → our tool call index
+        self._call_input: dict[int, Any] = {}  # block index → the start event's input
+        self._got_arguments: set[int] = set()
+        self._finished = False
+
+    def feed(self, event: SSEEvent) -> list[Chunk]:
+        """Chunks for one event; ``ping`` and unknown events yield nothing."""
+        try:
+            obj = orjson.loads(event.data)
+        except orjson.JSONDecodeError as exc:
+            raise make_error(UpstreamProtocolError, self.upstream,
+                             f"unparsable stream event: {event.data[:200]!r}") from exc
+        if not isinstance(obj, dict):
+            raise make_error(UpstreamProtocolError, self.upstream,
+                             f"unexpected stream event: {event.data[:200]!r}")
+        handler = self._HANDLERS.get(obj.get("type", event.event))
+        return handler(self, obj) if handler is not None else []
+
+    def _message_start(self, obj: dict[str, Any]) -> list[Chunk]:
+        self._update_usage((obj.get("message") or {}).get("usage"))
+        return []
+
+    def _block_start(self, obj: dict[str, Any]) -> list[Chunk]:
+        block = obj.get("content_block") or {}
+        if block.get("type") == "text":
+            return [TextDelta(block["text"])] if block.get("text") else []
+        if block.get("type") != "tool_use":
+            return []  # thinking, server tools: nothing the OpenAI shape can carry
+        index = obj.get("index", 0)
+        call_index = self._calls[index] = len(self._calls)
+        self._call_input[index] = block.get("input")
+        return [ToolCallDelta(call_index, id=block.get("id"), name=block.get("name"))]
+
+    def _block_delta(self, obj: dict[str, Any]) -> list[Chunk]:
+        delta = obj.get("delta") or {}
+        kind = delta.get("type")
+        if kind == "text_delta":
+            return [TextDelta(delta["text"])] if delta.get("text") else []
+        if kind == "input_json_delta" and delta.get("partial_json"):
+            index = obj.get("index", 0)
+            if index in self._calls:
+                self._got_arguments.add(index)
+                return [ToolCallDelta(self._calls[index], arguments=delta["partial_json"])]
+        return []
+
+    def _block_stop(self, obj: dict[str, Any]) -> list[Chunk]:
+        index = obj.get("index", 0)
+        if index not in self._calls or index in self._got_arguments:
+            return []
+        # No input_json_delta at all (a tool without arguments): OpenAI clients expect
+        # a JSON object in arguments, never an empty string.
+        tool_input = self._call_input.get(index)
+        arguments = orjson.dumps(tool_input).decode() if tool_input else "{}"
+        return [ToolCallDelta(self._calls[index], arguments=arguments)]
+
+    def _message_delta(self, obj: dict[str, Any]) -> list[Chunk]:
+        self._update_usage(obj.get("usage"))
+        reason = (obj.get("delta") or {}).get("stop_reason")
+        if not reason or self._finished:
+            return []
+        self._finished = True
+        return [Finish(STOP_REASONS.get(reason, "stop"))]
+
+    def _message_stop(self, obj: dict[str, Any]) -> list[Chunk]:
+        self.done = True
+        return []
+
+    def _error(self, obj: dict[str, Any]) -> list[Chunk]:
+        raise error_from_anthropic_payload(self.upstream, obj) or make_error(
+            ProviderError, self.upstream, f"stream error: {obj!r:.200}")
+
+    _HANDLERS: ClassVar[dict[str, Any]] = {
+        "message_start": _message_start,
+        "content_block_start": _block_start,
+        "content_block_delta": _block_delta,
+        "content_block_stop": _block_stop,
+        "message_delta": _message_delta,
+        "message_stop": _message_stop,
+        "error": _error,
+    }
+
+    def _update_usage(self, usage: Any) -> None:
+        # message_delta usage is cumulative and newer API versions repeat input counts.
+        if isinstance(usage, dict):
+            self._usage.update((k, v) for k, v in usage.items() if isinstance(v, int))
+
+    def at_eof(self) -> None:
+        """No ``message_stop``: fine once the stop reason arrived, truncated otherwise."""
+        if not self._finished:
+            raise make_error(UpstreamProtocolError, self.upstream,
+                             "the stream ended before the answer finished")
+
+    def finish(self) -> list[Chunk]:
+        """Usage, counted the OpenAI way: prompt tokens include cached ones."""
+        if "input_tokens" not in self._usage and "output_tokens" not in self._usage:
+            return []
+        cache_read = self._usage.get("cache_read_input_tokens")
+        cache_creation = self._usage.get("cache_creation_input_tokens")
+        prompt = self._usage.get("input_tokens", 0) + (cache_read or 0) + (cache_creation or 0)
+        return [Usage(prompt_tokens=prompt, completion_tokens=self._usage.get("output_tokens", 0),
+                      cached_tokens=cache_read, cache_creation_tokens=cache_creation)]
+
+
+class AnthropicProvider(HTTPStreamProvider):
+    """Streams ``POST {base_url}/v1/messages``; ``n > 1`` is not supported."""
+
+    kind: ClassVar[str] = "anthropic"
+    supports_n: ClassVar[bool] = False
+    default_base_url: ClassVar[str] = "https://api.anthropic.com"
+
+    def prepare(self, req: ChatRequest, ctx: CallContext) -> UpstreamCall:
+        """Translate the request (raises UpstreamBadRequest for what cannot be)."""
+        default_max = int(self.config.options.get("default_max_tokens", DEFAULT_MAX_TOKENS))
+        headers = {"content-type": "application/json", "accept": "text/event-stream",
+                   "anthropic-version": ANTHROPIC_VERSION}
+        if self.config.api_key:
+            headers["x-api-key"] = self.config.api_key
+        return UpstreamCall(url=f"{self._base_url}/v1/messages",
+                            body=build_anthropic_body(req, default_max_tokens=default_max),
+                            headers=merged_headers(headers, self.config),
+                            parser=AnthropicStreamParser(self.config.name))
+
+    def error_from_response(self, status: int, headers: Mapping[str, str],
+                            raw: bytes) -> ProviderError:
+        """Map a non-2xx response; the status decides, 529 counts as 503."""
+        retry_after = parse_retry_after(headers)
+        error = error_from_anthropic_payload(self.config.name, load_json(raw), status=status,
+                                             retry_after=retry_after)
+        return error or make_error(error_class_for_status(status), self.config.name,
+                                   f"HTTP {status}: {body_excerpt(raw)}",
+                                   retry_after=retry_after, upstream_status=status)
+
+    def error_from_payload(self, payload: Any) -> ProviderError | None:
+        """Map an Anthropic error object."""
+        return error_from_anthropic_payload(self.config.name, payload)

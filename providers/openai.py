@@ -1,0 +1,73 @@
+"""OpenAI, and any OpenAI-compatible upstream (vLLM, Ollama, LiteLLM, ...) by base_url."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import httpx
+
+from providers.base import CallContext, ChatRequest, ModelInfo
+from providers.errors import ProviderError
+from providers.openai_format import (
+    OpenAIStreamParser,
+    build_openai_body,
+    error_from_openai_payload,
+    error_from_openai_response,
+    parse_model_list,
+)
+from providers.upstream import (
+    HTTPStreamProvider,
+    UpstreamCall,
+    load_json,
+    map_transport_errors,
+    merged_headers,
+)
+
+
+class OpenAIProvider(HTTPStreamProvider):
+    """Streams ``POST {base_url}/chat/completions``; params and unknown fields pass through."""
+
+    kind: ClassVar[str] = "openai"
+    supports_n: ClassVar[bool] = True
+    default_base_url: ClassVar[str] = "https://api.openai.com/v1"
+    # Whether to send stream_options.include_usage (an upstream that rejects it can opt out).
+    send_stream_options: ClassVar[bool] = True
+    parser_class: ClassVar[type[OpenAIStreamParser]] = OpenAIStreamParser
+
+    def prepare(self, req: ChatRequest, ctx: CallContext) -> UpstreamCall:
+        """The request passed through as-is, forced to stream with usage."""
+        include_usage = bool(self.config.options.get("stream_options", self.send_stream_options))
+        return UpstreamCall(url=f"{self._base_url}/chat/completions",
+                            body=build_openai_body(req, include_usage=include_usage),
+                            headers=self._headers(ctx, "text/event-stream"),
+                            parser=self.parser_class(self.config.name))
+
+    async def list_models(self) -> list[ModelInfo]:
+        """The upstream's ``GET /models`` (either list shape)."""
+        url = f"{self._base_url}/models"
+        with map_transport_errors(self.config.name):
+            response = await self._client.get(url, headers=self._headers(None, "application/json"),
+                                              timeout=self._timeout)
+        if response.status_code >= 400:
+            raise self.error_from_response(response.status_code, response.headers,
+                                           response.content)
+        return parse_model_list(load_json(response.content), self.config.name)
+
+    def error_from_response(self, status: int, headers: Mapping[str, str],
+                            raw: bytes) -> ProviderError:
+        """Map a non-2xx response with an OpenAI error body."""
+        return error_from_openai_response(self.config.name, status, headers, raw)
+
+    def error_from_payload(self, payload: Any) -> ProviderError | None:
+        """Map an OpenAI ``{"error": ...}`` object."""
+        return error_from_openai_payload(self.config.name, payload)
+
+    def _headers(self, ctx: CallContext | None, accept: str) -> httpx.Headers:
+        headers = {"content-type": "application/json", "accept": accept}
+        if self.config.api_key:
+            headers["authorization"] = f"Bearer {self.config.api_key}"
+        if ctx is not None:
+            # OpenAI logs this id, so a support ticket can name our request.
+            headers["x-client-request-id"] = ctx.request_id
+        return merged_headers(headers, self.config)

@@ -1,0 +1,199 @@
+"""OpenAI chat-completions wire format: request body, stream chunks, error bodies.
+
+Shared by every OpenAI-compatible provider; Together subclasses the parser to normalise
+its deviations before the common code sees a chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from providers.base import ChatRequest, Chunk, Finish, ModelInfo, TextDelta, ToolCallDelta, Usage
+from providers.errors import (
+    ProviderError,
+    UpstreamAuthError,
+    UpstreamBadRequest,
+    UpstreamNotFound,
+    UpstreamProtocolError,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from providers.sse import SSEEvent
+from providers.upstream import (
+    body_excerpt,
+    error_class_for_status,
+    load_json,
+    make_error,
+    parse_retry_after,
+)
+
+FINISH_REASONS: dict[str, str] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "content_filter": "content_filter",
+    "function_call": "tool_calls",  # the legacy single-function form
+}
+
+# For in-stream errors, which carry no HTTP status: OpenAI's error "type" / "code".
+_ERROR_TYPES: dict[str, type[ProviderError]] = {
+    "invalid_request_error": UpstreamBadRequest,
+    "authentication_error": UpstreamAuthError,
+    "permission_error": UpstreamAuthError,
+    "not_found_error": UpstreamNotFound,
+    "rate_limit_error": UpstreamRateLimited,
+    "rate_limit_exceeded": UpstreamRateLimited,
+    "server_error": UpstreamUnavailable,
+    "service_unavailable": UpstreamUnavailable,
+    "overloaded_error": UpstreamUnavailable,
+    "timeout": UpstreamTimeout,
+}
+
+
+def build_openai_body(req: ChatRequest, *, include_usage: bool = True) -> dict[str, Any]:
+    """The upstream JSON body: the request passed through, forced to stream."""
+    body: dict[str, Any] = {"model": req.model, "messages": req.messages}
+    body.update(req.params)
+    body.update(req.extra)
+    body["stream"] = True
+    if include_usage:
+        # Always ask: the gateway strips usage later if the client did not want it.
+        options = dict(body.get("stream_options") or {})
+        options["include_usage"] = True
+        body["stream_options"] = options
+    return body
+
+
+def error_from_openai_payload(upstream: str, payload: Any, *, status: int | None = None,
+                              retry_after: float | None = None) -> ProviderError | None:
+    """A typed error from an OpenAI-style ``{"error": {...}}`` body, or None if it is not one."""
+    if not isinstance(payload, dict):
+        return None
+    error = payload.get("error")
+    if isinstance(error, str):  # some compatible servers send {"error": "text"}
+        error = {"message": error}
+    if not isinstance(error, dict):
+        if status is None or "message" not in payload:
+            return None
+        error = payload  # Together's older flat shape: {"message": ..., "type_": ...}
+    message = str(error.get("message") or "unknown error")
+    code = error.get("code")
+    if status is None and isinstance(code, int) and code >= 400:
+        status = code  # vLLM and friends put the HTTP status in "code"
+    if status is not None:
+        cls = error_class_for_status(status)
+    else:
+        kind = error.get("type") or error.get("type_")
+        cls = (_ERROR_TYPES.get(code) if isinstance(code, str) else None) \
+            or _ERROR_TYPES.get(kind if isinstance(kind, str) else "") or ProviderError
+    param = error.get("param")
+    return make_error(cls, upstream, message,
+                      param=param if isinstance(param, str) else None,
+                      retry_after=retry_after, upstream_status=status)
+
+
+def error_from_openai_response(upstream: str, status: int, headers: Mapping[str, str],
+                               raw: bytes) -> ProviderError:
+    """Map a non-2xx OpenAI-compatible response (status decides the class)."""
+    retry_after = parse_retry_after(headers)
+    error = error_from_openai_payload(upstream, load_json(raw), status=status,
+                                      retry_after=retry_after)
+    if error is not None:
+        return error
+    return make_error(error_class_for_status(status), upstream,
+                      f"HTTP {status}: {body_excerpt(raw)}",
+                      retry_after=retry_after, upstream_status=status)
+
+
+def parse_model_list(payload: Any, default_owner: str) -> list[ModelInfo]:
+    """Models from ``{"data": [...]}`` (OpenAI) or a bare array (Together)."""
+    items = payload.get("data") if isinstance(payload, dict) else payload
+    if not isinstance(items, list):
+        return []
+    return [ModelInfo(id=item["id"], owned_by=str(item.get("owned_by")  # Together: organization
+                                                  or item.get("organization") or default_owner))
+            for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)]
+
+
+def usage_from_openai(usage: Mapping[str, Any]) -> Usage:
+    """Our Usage from an OpenAI usage object (cached tokens from prompt_tokens_details)."""
+    details = usage.get("prompt_tokens_details") or {}
+    cached = details.get("cached_tokens")
+    if cached is None:
+        cached = usage.get("cached_tokens")  # some compatible servers flatten it
+    return Usage(prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                 completion_tokens=int(usage.get("completion_tokens") or 0),
+                 cached_tokens=cached)
+
+
+class OpenAIStreamParser:
+    """Parses ``chat.completion.chunk`` events; holds usage back until the end."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.done = False
+        self._usage: Usage | None = None
+        self._finished = False
+
+    def feed(self, event: SSEEvent) -> list[Chunk]:
+        """Chunks for one SSE event (``[DONE]`` ends the stream)."""
+        data = event.data
+        if data == "[DONE]":
+            self.done = True
+            return []
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise make_error(UpstreamProtocolError, self.upstream,
+                             f"unparsable stream event: {data[:200]!r}") from exc
+        if not isinstance(obj, dict):
+            raise make_error(UpstreamProtocolError, self.upstream,
+                             f"unexpected stream event: {data[:200]!r}")
+        if obj.get("error") or event.event == "error":
+            raise error_from_openai_payload(self.upstream, obj) or make_error(
+                ProviderError, self.upstream, f"stream error: {data[:200]}")
+        self.normalise(obj)
+        out: list[Chunk] = []
+        for choice in obj.get("choices") or ():
+            self._parse_choice(choice, out)
+        usage = obj.get("usage")
+        if usage:
+            self._usage = usage_from_openai(usage)
+        return out
+
+    def normalise(self, obj: dict[str, Any]) -> None:
+        """Hook for compatible upstreams to fix up a chunk in place before parsing."""
+
+    def map_finish_reason(self, reason: str) -> str:
+        """OpenAI's finish reason, defaulting unknown ones to ``stop``."""
+        return FINISH_REASONS.get(reason, "stop")
+
+    def _parse_choice(self, choice: Mapping[str, Any], out: list[Chunk]) -> None:
+        index = choice.get("index") or 0
+        delta = choice.get("delta") or {}
+        content = delta.get("content")
+        if content:
+            out.append(TextDelta(content, index))
+        for call in delta.get("tool_calls") or ():
+            function = call.get("function") or {}
+            out.append(ToolCallDelta(call_index=call.get("index") or 0, id=call.get("id"),
+                                     name=function.get("name"),
+                                     arguments=function.get("arguments") or "", index=index))
+        reason = choice.get("finish_reason")
+        if reason:
+            self._finished = True
+            out.append(Finish(self.map_finish_reason(reason), index))
+
+    def at_eof(self) -> None:
+        """No ``[DONE]``: fine if every answer finished, a truncated stream otherwise."""
+        if not self._finished:
+            raise make_error(UpstreamProtocolError, self.upstream,
+                             "the stream ended before the answer finished")
+
+    def finish(self) -> list[Chunk]:
+        """Usage last, if the upstream reported it (otherwise the gateway estimates)."""
+        return [self._usage] if self._usage is not None else []

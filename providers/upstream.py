@@ -1,0 +1,256 @@
+"""Plumbing shared by the HTTP providers: timeouts, error mapping, the streaming call.
+
+Foreign errors are translated here and only here, the way httpx's
+``map_httpcore_exceptions`` does it: one context manager wrapped around sending the
+request *and* around iterating its body, so a timeout mid-stream surfaces exactly like
+one before the first byte.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import aclosing, contextmanager
+from typing import Any, ClassVar, NamedTuple, Protocol
+
+import anyio
+import httpx
+import orjson
+
+from providers.base import CallContext, ChatRequest, Chunk, ProviderConfig
+from providers.errors import (
+    ProviderError,
+    UpstreamAuthError,
+    UpstreamBadRequest,
+    UpstreamNotFound,
+    UpstreamProtocolError,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from providers.sse import SSEEvent, aiter_sse
+
+# After the terminal event the body normally ends at once; reading that last bit lets
+# httpx return the connection to the keep-alive pool instead of dropping it. Bounded so
+# an upstream that idles after [DONE] cannot delay the end of our stream.
+DRAIN_TIMEOUT = 0.5
+
+_STATUS_ERRORS: dict[int, type[ProviderError]] = {
+    400: UpstreamBadRequest,
+    401: UpstreamAuthError,
+    403: UpstreamAuthError,
+    404: UpstreamNotFound,
+    408: UpstreamTimeout,
+    413: UpstreamBadRequest,
+    422: UpstreamBadRequest,
+    429: UpstreamRateLimited,
+    504: UpstreamTimeout,
+}
+
+
+def error_class_for_status(status: int) -> type[ProviderError]:
+    """The typed error for an upstream HTTP status (5xx other than 504 → unavailable)."""
+    if status in _STATUS_ERRORS:
+        return _STATUS_ERRORS[status]
+    return UpstreamUnavailable if status >= 500 else ProviderError
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date)."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(float(value) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def make_error(cls: type[ProviderError], upstream: str, message: str, *,
+               param: str | None = None, retry_after: float | None = None,
+               upstream_status: int | None = None) -> ProviderError:
+    """Build a typed error whose message names the upstream and, for auth, how to fix it."""
+    if cls is UpstreamAuthError:
+        # Never relay the upstream's text: OpenAI echoes a fragment of the rejected key.
+        message = (f"upstream {upstream!r} rejected the gateway's credentials; "
+                   f"check the api_key configured for provider {upstream!r}")
+    else:
+        message = f"upstream {upstream!r}: {message}"
+    return cls(message, param=param, retry_after=retry_after, upstream_status=upstream_status)
+
+
+def load_json(raw: bytes) -> Any:
+    """Parse JSON, returning None for anything unparsable (error bodies may be HTML)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def body_excerpt(raw: bytes, limit: int = 200) -> str:
+    """A short printable excerpt of a body we could not understand."""
+    text = raw[:limit].decode("utf-8", "replace").strip()
+    return text or "(empty body)"
+
+
+@contextmanager
+def map_transport_errors(upstream: str) -> Iterator[None]:
+    """Translate httpx transport errors into typed provider errors (``raise ... from``).
+
+    Messages name the configured upstream but not its URL: they reach API clients, and
+    base URLs can be internal. The chained httpx exception keeps the details for logs.
+    """
+    try:
+        yield
+    except httpx.TimeoutException as exc:  # connect, read (first byte or between chunks), pool
+        raise UpstreamTimeout(
+            f"upstream {upstream!r} timed out ({type(exc).__name__})") from exc
+    except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError) as exc:
+        raise UpstreamUnavailable(
+            f"upstream {upstream!r} is unreachable ({type(exc).__name__}); "
+            "check its base_url and that it is running") from exc
+    except httpx.DecodingError as exc:
+        raise UpstreamProtocolError(
+            f"upstream {upstream!r} sent a body we could not decode") from exc
+    except httpx.TransportError as exc:  # UnsupportedProtocol and friends: bad configuration
+        raise ProviderError(
+            f"cannot call upstream {upstream!r} ({type(exc).__name__}); "
+            "check its base_url") from exc
+
+
+def build_timeout(config: ProviderConfig) -> httpx.Timeout:
+    """Per-request timeouts: read bounds the first byte and every gap between chunks."""
+    return httpx.Timeout(connect=config.connect_timeout, read=config.read_timeout,
+                         write=config.read_timeout, pool=config.connect_timeout)
+
+
+class StreamParser(Protocol):
+    """Turns upstream SSE events into chunks; one instance per call."""
+
+    done: bool
+
+    def feed(self, event: SSEEvent) -> list[Chunk]:
+        """Chunks for one event; raises a typed error for an in-stream error event."""
+        ...
+
+    def at_eof(self) -> None:
+        """The body ended before the terminal event: raise if the answer is incomplete."""
+        ...
+
+    def finish(self) -> list[Chunk]:
+        """Chunks owed at the very end (usage), after the response is closed."""
+        ...
+
+
+class UpstreamCall(NamedTuple):
+    """Everything needed to make one streaming call."""
+
+    url: str
+    body: Mapping[str, Any]
+    headers: Mapping[str, str]
+    parser: StreamParser
+
+
+class HTTPStreamProvider:
+    """Base for providers that POST JSON and read an SSE stream back."""
+
+    kind: ClassVar[str]
+    supports_n: ClassVar[bool]
+    default_base_url: ClassVar[str]
+
+    def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
+        self.config = config
+        self._client = client
+        self._base_url = (config.base_url or self.default_base_url).rstrip("/")
+        self._timeout = build_timeout(config)
+
+    async def aclose(self) -> None:
+        """Nothing to release: the shared client belongs to the gateway."""
+
+    def error_from_response(self, status: int, headers: Mapping[str, str],
+                            raw: bytes) -> ProviderError:
+        """Map a non-2xx upstream response to a typed error."""
+        raise NotImplementedError
+
+    def error_from_payload(self, payload: Any) -> ProviderError | None:
+        """Map an error object found in a 200 JSON body or an SSE event, if it is one."""
+        raise NotImplementedError
+
+    def prepare(self, req: ChatRequest, ctx: CallContext) -> UpstreamCall:
+        """Translate the request into the upstream call (raise typed errors for bad input)."""
+        raise NotImplementedError
+
+    async def stream_chat(self, req: ChatRequest, ctx: CallContext) -> AsyncIterator[Chunk]:
+        """Yield chunks as the upstream streams them; raise typed errors on failure."""
+        call = self.prepare(req, ctx)
+        parser = call.parser
+        with map_transport_errors(self.config.name):
+            async with self._client.stream("POST", call.url, content=orjson.dumps(call.body),
+                                           headers=call.headers,
+                                           timeout=self._timeout) as response:
+                await self._check_response(response)
+                events = aiter_sse(response.aiter_bytes())
+                async with aclosing(events):
+                    async for event in events:
+                        for chunk in parser.feed(event):
+                            yield chunk
+                        if parser.done:
+                            break
+                    if parser.done:
+                        await _drain(events)
+                    else:
+                        parser.at_eof()
+        # Usage goes out after the response is closed and its connection back in the pool.
+        for chunk in parser.finish():
+            yield chunk
+
+    async def _check_response(self, response: httpx.Response) -> None:
+        if response.status_code >= 400:
+            raw = await response.aread()
+            raise self.error_from_response(response.status_code, response.headers, raw)
+        content_type = response.headers.get("content-type", "")
+        if content_type.startswith("application/json"):
+            # Some compatible servers answer a streaming call with a JSON error and 200.
+            raw = await response.aread()
+            error = self.error_from_payload(load_json(raw))
+            raise error or make_error(UpstreamProtocolError, self.config.name,
+                                      f"expected an event stream, got JSON: {body_excerpt(raw)}")
+
+
+async def _drain(events: AsyncIterator[SSEEvent]) -> None:
+    try:
+        with anyio.move_on_after(DRAIN_TIMEOUT):
+            async for _ in events:
+                pass
+    except httpx.HTTPError:
+        pass  # the connection is simply not reused
+
+
+def merged_headers(base: Mapping[str, str], config: ProviderConfig) -> httpx.Headers:
+    """Provider headers overlaid with the configured ones (config wins, any letter case)."""
+    headers = httpx.Headers(base)
+    headers.update(config.headers)
+    return headers
+
+
+def first_set(req: ChatRequest, *names: str) -> Any:
+    """The first of ``names`` set in ``req.params`` or ``req.extra`` (None if none is)."""
+    for name in names:
+        for source in (req.params, req.extra):
+            value = source.get(name)
+            if value is not None:
+                return value
+    return None
+
