@@ -18,7 +18,11 @@ from gateway.auth.principal import Authenticator
 from gateway.catalog import ModelCatalog
 from gateway.chat.call import CallServices
 from gateway.errors import APIError, handle_api_error, handle_http_exception, handle_unexpected
-from gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, SecurityHeadersMiddleware
+from gateway.middleware import (
+    BodySizeLimitMiddleware,
+    RequestIdMiddleware,
+    SecurityHeadersMiddleware,
+)
 from gateway.ratelimit import LeaseRenewer, build_limiter
 from gateway.routes import accounts, chat, health, limits
 from gateway.settings import Settings, ensure_secrets

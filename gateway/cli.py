@@ -11,7 +11,7 @@ import sys
 from gateway.settings import ConfigError, Settings, ensure_secrets, load_settings
 
 
-def app_factory():  # noqa: ANN201  (uvicorn imports this in each worker)
+def app_factory():
     from gateway.app import create_app
 
     return create_app(load_settings())
@@ -57,7 +57,7 @@ def cmd_migrate(_args: argparse.Namespace) -> None:
     print("gateway: database is at the latest schema", file=sys.stderr)
 
 
-async def _with_accounts(settings: Settings, fn):  # noqa: ANN001, ANN202
+async def _with_accounts(settings: Settings, fn):
     from gateway.auth.credentials import ApiKeyHasher, PasswordHasher
     from storage.accounts import AccountRepository
     from storage.engine import build_engine, session_factory
@@ -79,7 +79,7 @@ def cmd_create_user(args: argparse.Namespace) -> None:
 
     settings = _settings()
 
-    async def run(accounts, hasher, passwords):  # noqa: ANN001, ANN202
+    async def run(accounts, hasher, passwords):
         passwords.check_policy(args.password)
         key = hasher.generate()
         user, _ = await accounts.create_user(args.email.strip().lower(),
@@ -101,7 +101,7 @@ def cmd_create_user(args: argparse.Namespace) -> None:
 def cmd_create_key(args: argparse.Namespace) -> None:
     settings = _settings()
 
-    async def run(accounts, hasher, _passwords):  # noqa: ANN001, ANN202
+    async def run(accounts, hasher, _passwords):
         user = await accounts.user_by_email(args.email.strip().lower())
         if user is None:
             print(f"gateway: no user with email {args.email}", file=sys.stderr)
@@ -116,7 +116,7 @@ def cmd_create_key(args: argparse.Namespace) -> None:
 def cmd_set_plan(args: argparse.Namespace) -> None:
     settings = _settings()
 
-    async def run(accounts, _hasher, _passwords):  # noqa: ANN001, ANN202
+    async def run(accounts, _hasher, _passwords):
         user = await accounts.user_by_email(args.email.strip().lower())
         if user is None or not await accounts.set_plan(user.id, args.plan):
             print(f"gateway: no user with email {args.email}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Settings: environment (``GATEWAY_*``, ``DATABASE_URL``, ``REDIS_URL``), then an optional TOML file.
+"""Settings: environment (``GATEWAY_*``, ``DATABASE_URL``, ``REDIS_URL``), then a TOML file.
 
 With nothing set the gateway runs embedded: SQLite in a data directory, the in-memory
 limiter and only the offline demo model. ``GATEWAY_ENV=production`` demands real secrets.
@@ -257,7 +257,8 @@ def _read_or_create_secret(path: Path) -> str:
     except FileExistsError:
         value = path.read_text().strip()
         if len(value) < MIN_SECRET_LENGTH:
-            raise ConfigError(f"{path}: secret file is too short; delete it to regenerate") from None
+            raise ConfigError(f"{path}: secret file is too short; delete it to regenerate"
+                              ) from None
         return value
     value = secrets.token_urlsafe(48)
     with os.fdopen(fd, "w") as fh:

@@ -63,12 +63,14 @@ def _at(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-def _seconds(moment: datetime | None) -> float | None:
-    if moment is None:
-        return None
+def _seconds(moment: datetime) -> float:
     if moment.tzinfo is None:  # SQLite hands back naive UTC
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def _seconds_or_none(moment: datetime | None) -> float | None:
+    return None if moment is None else _seconds(moment)
 
 
 def _unreachable(exc: BaseException) -> bool:
@@ -96,6 +98,9 @@ class SqlRateLimiter:
         self.window_seconds = window_seconds
         self.guard = BackendGuard("sql", fail_open=fail_open)
         self._dialect = engine.dialect.name
+        if self._dialect not in ("postgresql", "sqlite"):
+            raise ValueError(f"the sql rate limiter supports PostgreSQL and SQLite, "
+                             f"not {self._dialect}")
         if self._dialect == "postgresql":
             # Each statement must see rows committed by the acquire that held the lock
             # before us; that is READ COMMITTED, whatever the engine's default.
@@ -108,7 +113,7 @@ class SqlRateLimiter:
         self._ids = itertools.count()
         self._sweep_interval = sweep_interval
         self._next_sweep = clock() + sweep_interval
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[int] | None = None
 
     @property
     def backend_errors(self) -> int:
@@ -176,8 +181,8 @@ class SqlRateLimiter:
                 in_use = count
             else:
                 requests, tokens = int(request_sum or 0), float(value_sum or 0.0)
-                oldest, newest = _seconds(first), _seconds(last)
-                newest_tokens = _seconds(last_any)
+                oldest, newest = _seconds_or_none(first), _seconds_or_none(last)
+                newest_tokens = _seconds_or_none(last_any)
         return in_use, requests, tokens, oldest, newest, newest_tokens
 
     async def _decide(self, conn: AsyncConnection, user_id: str, subject: str, slot_id: str,
@@ -222,7 +227,7 @@ class SqlRateLimiter:
                        _c.expires_at > _at(now))
                 .order_by(_c.expires_at))
             retry = policy.tokens_retry_after(
-                ((_seconds(at) or now, value) for at, value in entries), used_tokens,
+                ((_seconds(at), value) for at, value in entries), used_tokens,
                 estimated, limits.tokens_per_minute, now, window)
         return policy.rejected(limits, verdict, retry, requests, tokens, in_use)
 
@@ -317,8 +322,8 @@ class SqlRateLimiter:
                         value=0.0, expires_at=_at(now + window_seconds)))
                     result = (True, 0.0)
                 else:
-                    first = _seconds(oldest)
-                    result = (False, max(0.0, first - now) if first else window_seconds)
+                    first = _seconds_or_none(oldest)
+                    result = (False, window_seconds if first is None else max(0.0, first - now))
         except Exception as exc:
             if not _unreachable(exc):
                 raise

@@ -11,6 +11,7 @@ import openai
 import pytest
 import sqlalchemy as sa
 
+from gateway.ratelimit.base import Limits
 from storage.models import InferenceRequest
 from tests.conftest import Account, register
 from tests.servers import FIXTURES, FakeUpstream, GatewayServer, Reply, wait_for
@@ -322,8 +323,6 @@ def test_demo_model_counts_tokens_offline(gateway: GatewayServer, account: Accou
     assert out.usage.prompt_tokens > 0 and out.usage.completion_tokens > 0
 
 
-def _limits(gateway: GatewayServer, account: Account):  # noqa: ANN202
-    from gateway.ratelimit.base import Limits
-
+def _limits(gateway: GatewayServer, account: Account) -> Limits:
     return Limits(requests_per_minute=3000, tokens_per_minute=10_000_000,
                   concurrent_requests=100)
