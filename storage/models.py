@@ -145,7 +145,7 @@ class RateLimitBucket(SQLModel, table=True):
 
     id: uuid.UUID = _uuid_pk()
     user_id: str = Field(max_length=64)
-    bucket_type: str = Field(max_length=20)  # requests | tokens | concurrent
+    bucket_type: str = Field(max_length=20)  # lock | window | concurrent | hit
     bucket_key: str = Field(max_length=100)
     request_count: int = 0
     value: float = 0.0

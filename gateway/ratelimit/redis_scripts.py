@@ -111,7 +111,7 @@ else
   redis.call('PEXPIRE', KEYS[2], ttl)
   redis.call('PEXPIRE', KEYS[3], ttl)
   redis.call('PEXPIRE', KEYS[4], ttl_ms(lease))
-  -- The entry just added is the newest: both windows are full again in `window` s.
+  -- The entry just added is the newest: both windows are empty again in `window` s.
   local tokens_reset = 0
   if used + est > 0 then tokens_reset = window end
   return {1, '', '0', in_use + 1, nreq + 1, used + est, tostring(window),
