@@ -18,19 +18,22 @@ from gateway.auth.principal import Authenticator
 from gateway.catalog import ModelCatalog
 from gateway.chat.call import CallServices
 from gateway.errors import APIError, handle_api_error, handle_http_exception, handle_unexpected
+from gateway.jobs import JobRunner
 from gateway.middleware import (
     BodySizeLimitMiddleware,
     RequestIdMiddleware,
     SecurityHeadersMiddleware,
 )
 from gateway.ratelimit import LeaseRenewer, build_limiter
-from gateway.routes import accounts, chat, health, limits
+from gateway.routes import accounts, chat, health, history, legacy, limits
 from gateway.settings import Settings, ensure_secrets
 from gateway.tokens import TokenCounter
 from providers.base import ProviderConfig
 from providers.registry import ProviderRegistry
 from storage.accounts import AccountRepository
 from storage.engine import build_engine, session_factory
+from storage.history import HistoryStore
+from storage.jobs import JobStore
 from storage.migrate import upgrade_async
 from storage.writer import RequestWriter
 from webui import static_app
@@ -104,9 +107,16 @@ def create_app(settings: Settings, *, upstream_transport: httpx.AsyncBaseTranspo
                                            writer=state.writer,
                                            tokens=state.tokens,
                                            default_max_tokens=settings.default_max_tokens_estimate)
+        state.history = HistoryStore(state.engine)
+        state.jobs = JobRunner(JobStore(state.engine), state.call_services, state.catalog,
+                               workers=settings.job_workers if settings.jobs_enabled else 0,
+                               lease_seconds=settings.job_lease_seconds,
+                               max_attempts=settings.job_max_attempts)
+        state.jobs.start()
         try:
             yield
         finally:
+            await state.jobs.stop()  # running jobs go back to pending before anything closes
             await state.leases.aclose()
             await state.writer.stop()
             await state.providers.aclose()
@@ -129,7 +139,7 @@ def create_app(settings: Settings, *, upstream_transport: httpx.AsyncBaseTranspo
         Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
     ]
     routes = [*health.routes, *accounts.routes, *chat.routes, *limits.routes,
-              static_app.mount()]
+              *legacy.routes, *history.routes, static_app.mount()]
     return Starlette(
         routes=routes, middleware=middleware, lifespan=lifespan,
         exception_handlers={APIError: handle_api_error, HTTPException: handle_http_exception,

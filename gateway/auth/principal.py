@@ -138,9 +138,3 @@ class Authenticator:
     def forget_key(self, key_hash: str) -> None:
         """Drop a key from this process's cache (revoke, regenerate)."""
         self._keys.pop(key_hash, None)
-
-    def forget_user(self, user_id: uuid.UUID) -> None:
-        self._users.pop(user_id, None)
-        for h, (_, p) in list(self._keys.items()):
-            if p is not None and p.user_id == user_id:
-                del self._keys[h]

@@ -14,7 +14,7 @@ from starlette.routing import Route
 from gateway.chat.call import ChatCall
 from gateway.chat.encode import DONE, ChunkEncoder, usage_body
 from gateway.chat.request import ParsedChat, parse_chat
-from gateway.errors import from_provider, model_not_found
+from gateway.errors import from_provider
 from gateway.http import JSONResponse, json_object, request_id
 from providers.base import Chunk
 from providers.errors import ProviderError
@@ -38,7 +38,7 @@ async def chat_completions(request: Request) -> Response:
         encoder = ChunkEncoder(completion_id, created, parsed.model, parsed.include_usage)
         return EventSourceResponse(_sse(call, first, encoder), sep="\n", ping=15,
                                    headers={**SSE_HEADERS, **call.headers})
-    return await _complete(call, first, parsed, completion_id, created)
+    return await _complete(call, parsed, completion_id, created)
 
 
 async def _sse(call: ChatCall, first: Chunk | None, encoder: ChunkEncoder
@@ -65,8 +65,8 @@ async def _sse(call: ChatCall, first: Chunk | None, encoder: ChunkEncoder
             await call.close(status, error)
 
 
-async def _complete(call: ChatCall, first: Chunk | None, parsed: ParsedChat,
-                    completion_id: str, created: int) -> Response:
+async def _complete(call: ChatCall, parsed: ParsedChat, completion_id: str,
+                    created: int) -> Response:
     try:
         async for _ in call.rest():
             pass
@@ -77,7 +77,6 @@ async def _complete(call: ChatCall, first: Chunk | None, parsed: ParsedChat,
         with anyio.CancelScope(shield=True):
             await call.close("cancelled")
         raise
-    del first  # already in the transcript
     usage = call.usage()
     await call.close("completed")
     return JSONResponse({
@@ -96,10 +95,7 @@ async def list_models(request: Request) -> JSONResponse:
 async def get_model(request: Request) -> JSONResponse:
     state = request.app.state
     principal = await state.auth.authenticate(request)
-    model = request.path_params["model"]
-    target = state.catalog.resolve(model, principal)
-    if target is None:
-        raise model_not_found(model)
+    target = state.catalog.resolve(request.path_params["model"], principal)
     return JSONResponse(state.catalog.describe(target))
 
 
