@@ -166,7 +166,9 @@ class JobRunner:
                     await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
                 self._wake.clear()
                 continue
-            task = asyncio.create_task(self._process(job), name=f"job-{job.id}")
+            # Registered before the task starts, so a shutdown now still finds it.
+            run = self._running[job.id] = Running(job)
+            task = asyncio.create_task(self._process(run), name=f"job-{job.id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -179,9 +181,8 @@ class JobRunner:
 
     # -- one job -----------------------------------------------------------------------
 
-    async def _process(self, job: Job) -> None:
-        run = Running(job)
-        self._running[job.id] = run
+    async def _process(self, run: Running) -> None:
+        job = run.job
         try:
             if job.attempts > self._max_attempts:
                 await self._finish(run, Outcome(
@@ -211,7 +212,7 @@ class JobRunner:
             requeued = await self.store.requeue(job.id, self.owner, count_attempt=False)
         elif reason == "shutdown" and outcome.status == "cancelled":
             requeued = await self.store.requeue(job.id, self.owner, count_attempt=False)
-        elif (outcome.transient and reason is None and not self._stopping
+        elif (outcome.transient and reason in (None, "shutdown")
               and job.attempts < self._max_attempts):
             delay = outcome.retry_after or float(2 ** (job.attempts - 1))
             self._backoff[job.user_id] = time.monotonic() + min(delay, 30.0)
@@ -224,9 +225,10 @@ class JobRunner:
         if not requeued:  # the user cancelled it meanwhile: record that instead
             await self._finish(run, Outcome("cancelled", error="Cancelled by the user."))
 
-    async def _finish(self, run: Running, outcome: Outcome, **extra: Any) -> None:
+    async def _finish(self, run: Running, outcome: Outcome, attempts: int | None = None) -> None:
         self._backoff.pop(run.job.user_id, None)  # a slot of this user may be free now
-        stored = await self.store.finish(run.job, self.owner, {**outcome.values(), **extra})
+        stored = await self.store.finish(run.job, self.owner, outcome.values(),
+                                         attempts=attempts)
         if stored is None:
             log.warning("job %s: final write fenced off (no longer ours); result discarded",
                         run.job.id)
@@ -238,7 +240,11 @@ class JobRunner:
         if run.stop_reason is not None:
             task.cancel()
         while True:
-            done, _ = await asyncio.wait({task}, timeout=self._tick)
+            try:
+                done, _ = await asyncio.wait({task}, timeout=self._tick)
+            except asyncio.CancelledError:  # shutdown ran out of patience
+                task.cancel()
+                raise
             if done:
                 return task.result()
             if run.stop_reason is not None:

@@ -9,16 +9,19 @@ answered, rather than ``/v1``'s 404.
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any
 
 from starlette.requests import Request
 from starlette.routing import Route
 
+from gateway.auth.principal import Principal
 from gateway.chat.call import prompt_text
 from gateway.chat.request import ParsedChat, parse_chat
 from gateway.errors import APIError, invalid, not_found
 from gateway.http import JSONResponse, json_object, request_id
+from gateway.limits import duration, limits_for
 from gateway.routes.history import aware, path_id, usage_view
 from storage.models import utcnow
 
@@ -95,10 +98,26 @@ def job_view(row: Any, progress: int | None = None) -> dict[str, Any]:
     }
 
 
+async def _throttle(state: Any, principal: Principal) -> None:
+    """Submissions count against the plan's requests per minute, as in the seed; the
+    calls themselves are limited again (and wait, rather than fail) when they run."""
+    limit = limits_for(principal).requests_per_minute
+    allowed, retry = await state.limiter.hit(f"inference-submit:{principal.subject}", limit,
+                                             60.0)
+    if not allowed:
+        wait = max(retry, 0.001)
+        raise APIError(429, f"Too many jobs submitted: your plan allows {limit} a minute. "
+                       f"Try again in {duration(wait)}.", type="requests",
+                       code="rate_limit_exceeded",
+                       headers={"retry-after": str(max(1, math.ceil(wait))),
+                                "retry-after-ms": str(math.ceil(wait * 1000))})
+
+
 async def submit(request: Request) -> JSONResponse:
     state = request.app.state
     principal = await state.auth.authenticate(request)
     parsed = parse_legacy(await json_object(request))
+    await _throttle(state, principal)
     try:
         target = state.catalog.resolve(parsed.model, principal)
     except APIError as exc:
