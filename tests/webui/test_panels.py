@@ -1,0 +1,144 @@
+"""The sidebar history and the Usage dialog, against the real /history, /rate-limit and
+/stats; and their graceful absence on a gateway that lacks them."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from tests.servers import GatewayServer, wait_for
+from tests.webui.chat_page import ChatPage
+
+pytestmark = pytest.mark.browser
+expect = pytest.importorskip("playwright.sync_api", reason="needs playwright").expect
+
+
+@pytest.fixture
+def endpoints(missing_endpoints: frozenset[str]) -> None:
+    if missing_endpoints:
+        pytest.skip(f"this gateway does not serve {', '.join(sorted(missing_endpoints))} yet")
+
+
+def definitions(card: object) -> dict[str, str]:
+    """A card's <dl> as {term: value}."""
+    return dict(card.locator("dl > div").evaluate_all(
+        "divs => divs.map(d => [d.querySelector('dt').textContent,"
+        " d.querySelector('dd').textContent])"))
+
+
+def history_items(ui: ChatPage) -> list[dict]:
+    r = httpx.get(ui.base_url + "/history", headers={"authorization": f"Bearer {ui.token}"})
+    assert r.status_code == 200, r.text
+    return r.json()["data"]
+
+
+@pytest.mark.usefixtures("endpoints")
+def test_history_lists_searches_opens_and_deletes(ui: ChatPage,
+                                                  webui_gateway: GatewayServer) -> None:
+    page = ui.page
+    ui.open()
+    ui.sign_up()
+    items = page.locator("#history-list .history-item")
+    expect(page.locator("#history")).to_be_visible()
+    expect(page.locator("#history-empty")).to_be_visible()
+
+    alpha, beta = "alpha: tell me about apples", "beta: tell me about bananas"
+    ui.send(alpha)
+    ui.wait_idle()
+    alpha_reply = ui.reply_text()
+    page.get_by_role("button", name="New chat").click()
+    ui.send(beta)
+    ui.wait_idle()
+    webui_gateway.flush()
+    assert wait_for(lambda: items.count() == 2, timeout=5), items.all_text_contents()
+    assert items.first.locator(".history-prompt").text_content() == beta  # newest first
+    assert "gateway-demo" in items.first.locator(".history-meta").text_content()
+
+    page.get_by_label("Search history").fill("apples")
+    assert wait_for(lambda: items.count() == 1, timeout=5)
+    assert items.first.locator(".history-prompt").text_content() == alpha
+
+    # Opening an entry restores that conversation, and it can go on from there.
+    items.first.locator(".history-open").click()
+    expect(page.locator("#chat-title")).to_have_text(alpha)
+    assert page.locator(".msg.user .msg-body").all_text_contents() == [alpha]
+    assert ui.reply_text() == alpha_reply
+    with page.expect_request(lambda r: r.url.endswith("/v1/chat/completions")) as sent:
+        ui.send("and pears?")
+    assert sent.value.post_data_json["messages"] == [
+        {"role": "user", "content": alpha}, {"role": "assistant", "content": alpha_reply},
+        {"role": "user", "content": "and pears?"}]
+    ui.wait_idle()
+
+    # The follow-up is listed too (marked so); delete asks for a second click.
+    page.get_by_label("Search history").fill("")
+    assert wait_for(lambda: items.count() == 3, timeout=5), items.all_text_contents()
+    assert "follow-up" in items.first.locator(".history-meta").text_content()
+    target = items.filter(has_text="bananas")
+    target.get_by_role("button", name=f"Delete “{beta}”").click()
+    assert items.count() == 3
+    target.get_by_role("button", name="Delete", exact=True).click()
+    assert wait_for(lambda: items.count() == 2, timeout=5)
+    previews = [i["prompt_preview"] for i in history_items(ui)]
+    assert len(previews) == 2 and all(p.startswith(f"user: {alpha}") for p in previews)
+
+
+@pytest.mark.usefixtures("endpoints")
+def test_usage_dialog_shows_plan_budget_and_stats(ui: ChatPage,
+                                                  webui_gateway: GatewayServer) -> None:
+    page = ui.page
+    ui.open()
+    ui.sign_up()
+    ui.send("How many tokens is this?")
+    ui.wait_idle()
+    meta = ui.replies().first.locator(".msg-meta").text_content()
+    total = int(re.search(r"(\d+) tokens", meta).group(1))
+    webui_gateway.flush()
+
+    page.get_by_role("button", name="Usage").click()
+    dialog = page.get_by_role("dialog", name="Usage")
+    plan = dialog.locator("#usage-plan")
+    plan.get_by_text("Requests / minute").wait_for()
+    assert definitions(plan)["Plan"] == "free"
+    assert definitions(plan)["Price"] == "Free"
+    assert definitions(plan)["Requests / minute"] == "20"
+    limits = dialog.locator("#usage-limits")
+    limits.wait_for()
+    text = limits.text_content()
+    assert re.search(r"Requests\s*1?\d of 20 left · resets in \d+ s", text), text
+    assert re.search(r"Concurrent requests\s*\d of 2 in use", text), text
+    stats = dialog.locator("#usage-stats")
+    stats.wait_for()
+    numbers = definitions(stats)
+    assert numbers["Requests"] == "1", numbers
+    assert numbers["Success rate"] == "100%"
+    assert numbers["Prompt tokens"] != "—" and numbers["Avg response time"].endswith("s")
+    by_model = stats.locator("table tbody tr")
+    assert by_model.count() == 1
+    assert by_model.first.locator("td").all_text_contents()[:3] == ["gateway-demo", "1", f"{total}"]
+    assert stats.locator(".bar").count() == 30
+    dialog.get_by_role("button", name="Close").click()
+    assert not page.locator("#usage-dialog").evaluate("d => d.open")
+
+
+def test_panels_hide_on_a_gateway_without_history_or_stats(ui: ChatPage) -> None:
+    """An older gateway answers 404: the history list and the usage cards just stay away."""
+    page = ui.page
+    for path in ("/history", "/rate-limit", "/stats"):
+        ui.problems.allow(path, 404)
+    body = '{"error": {"message": "Not Found", "type": "invalid_request_error"}}'
+    page.route(re.compile(r"/(history|rate-limit|stats)(\?|/|$)"), lambda route: route.fulfill(
+        status=404, body=body, content_type="application/json"))
+    ui.open()
+    ui.sign_up()
+    ui.send("Hello")
+    ui.wait_idle()
+    assert page.locator("#history").is_hidden()
+    page.get_by_role("button", name="Usage").click()
+    dialog = page.get_by_role("dialog", name="Usage")
+    dialog.locator("#usage-plan").get_by_text("Requests / minute").wait_for()
+    assert dialog.locator("#usage-limits").is_hidden()
+    assert dialog.locator("#usage-stats").is_hidden()
+    assert dialog.locator("#usage-error").is_hidden()

@@ -1,0 +1,180 @@
+// Entry point: wires the screens together and decides what to show at start.
+
+import { api, onUnauthorized, session } from "./api.js";
+import { createAuth } from "./auth.js";
+import { conversationOf, createChat } from "./chat.js";
+import { $, h, keyReveal, say } from "./dom.js";
+import { createHistory } from "./history.js";
+import { createKeys } from "./keys.js";
+import { createUsage } from "./usage.js";
+
+const MODEL_KEY = "gateway.model";
+const DEFAULT_MODEL = "gateway-demo";
+
+const appView = $("app-view");
+const modelSelect = $("model-select");
+const sidebar = $("sidebar");
+const backdrop = $("backdrop");
+const sidebarToggle = $("sidebar-open");
+
+function remember(key, value) {
+  try { localStorage.setItem(key, value); } catch { /* private mode */ }
+}
+function recall(key) {
+  try { return localStorage.getItem(key); } catch { return null; }
+}
+
+const auth = createAuth({ onSignedIn: ({ apiKey }) => enter({ apiKey }) });
+const chat = createChat({
+  getModel: () => modelSelect.value,
+  onReply: () => history.refreshSoon(),
+});
+const history = createHistory({
+  onOpen: (item) => {
+    chat.load(conversationOf(item));
+    if (item.model && [...modelSelect.options].some((o) => o.value === item.model)) {
+      modelSelect.value = item.model;
+      showModel();
+    }
+    closeSidebar();
+  },
+});
+const keys = createKeys();
+const usage = createUsage();
+
+function showModel() {
+  $("chat-model").textContent = modelSelect.value;
+  $("empty-model").textContent = modelSelect.value || "the selected model";
+}
+
+async function loadModels() {
+  let models = [];
+  try {
+    const body = await api("/v1/models");
+    models = Array.isArray(body?.data) ? body.data.filter((m) => m && m.id) : [];
+  } catch (error) {
+    if (error.status === 401) return;
+    say($("chat-error"), `Could not load the models: ${error.message}`);
+  }
+  const owners = new Set(models.map((m) => m.owned_by || ""));
+  const option = (m) => h("option", { value: m.id, text: m.id });
+  if (owners.size > 1) {
+    // Group by provider when there are several, e.g. "demo", "openai".
+    const ownedBy = (owner) => models.filter((m) => (m.owned_by || "") === owner);
+    modelSelect.replaceChildren(...[...owners].map((owner) => h("optgroup",
+      { label: owner || "other" }, ownedBy(owner).map(option))));
+  } else {
+    modelSelect.replaceChildren(...models.map(option));
+  }
+  modelSelect.disabled = !models.length;
+  if (!models.length) modelSelect.append(h("option", { value: "", text: "No models available" }));
+  const ids = models.map((m) => m.id);
+  const saved = recall(MODEL_KEY);
+  modelSelect.value = ids.includes(saved) ? saved
+    : ids.includes(DEFAULT_MODEL) ? DEFAULT_MODEL : (ids[0] || "");
+  showModel();
+}
+
+function showKeyBanner(key) {
+  const banner = $("key-banner");
+  const slot = $("key-banner-reveal");
+  slot.replaceChildren();
+  banner.hidden = !key;
+  if (key) {
+    slot.append(keyReveal(key, {
+      title: "Copy your API key now",
+      onDone: () => { showKeyBanner(null); chat.focus(); },
+    }));
+  }
+}
+
+/** Enter the app with the stored token; apiKey is the show-once key from sign-up. */
+async function enter({ apiKey = null } = {}) {
+  let me;
+  try {
+    me = await api("/auth/me");
+  } catch (error) {
+    if (error.status !== 401) auth.show({ message: error.message });
+    return; // 401: onUnauthorized already sent us to sign-in
+  }
+  $("account-email").textContent = me.email || "";
+  $("account-avatar").textContent = (me.email || "?").slice(0, 1);
+  $("account-plan").textContent = me.plan?.name || me.subscription_tier || "";
+  for (const el of document.querySelectorAll(".base-url")) {
+    el.textContent = `${location.origin}/v1`;
+  }
+  chat.reset();
+  showKeyBanner(apiKey);
+  auth.hide();
+  appView.hidden = false;
+  await loadModels();
+  history.load();
+  chat.focus();
+}
+
+function signOut({ message = "" } = {}) {
+  chat.reset();
+  history.clear();
+  keys.close();
+  usage.close();
+  closeSidebar();
+  showKeyBanner(null);
+  session.token = null;
+  auth.show({ message });
+}
+
+onUnauthorized((error, token) => {
+  // Only the current session: a late 401 for an older token must not end a new one.
+  if (token === session.token) {
+    signOut({ message: "Your session has expired. Please sign in again." });
+  }
+});
+
+// Sidebar drawer (narrow screens)
+function openSidebar() {
+  sidebar.classList.add("open");
+  backdrop.hidden = false;
+  sidebarToggle.setAttribute("aria-expanded", "true");
+  $("new-chat").focus();
+}
+function closeSidebar() {
+  if (!sidebar.classList.contains("open")) return;
+  sidebar.classList.remove("open");
+  backdrop.hidden = true;
+  sidebarToggle.setAttribute("aria-expanded", "false");
+  sidebarToggle.focus();
+}
+sidebarToggle.addEventListener("click", openSidebar);
+$("sidebar-close").addEventListener("click", closeSidebar);
+backdrop.addEventListener("click", closeSidebar);
+sidebar.addEventListener("keydown", (e) => { if (e.key === "Escape") closeSidebar(); });
+
+$("new-chat").addEventListener("click", () => { chat.reset(); closeSidebar(); chat.focus(); });
+modelSelect.addEventListener("change", () => {
+  remember(MODEL_KEY, modelSelect.value);
+  showModel();
+});
+$("open-keys").addEventListener("click", () => { closeSidebar(); keys.open(); });
+$("open-usage").addEventListener("click", () => { closeSidebar(); usage.open(); });
+$("sign-out").addEventListener("click", () => signOut({ message: "You have signed out." }));
+
+for (const dialog of document.querySelectorAll("dialog")) {
+  for (const btn of dialog.querySelectorAll("[data-close]")) {
+    btn.addEventListener("click", () => dialog.close());
+  }
+  // A click on the backdrop (outside the dialog's box) closes it.
+  dialog.addEventListener("click", (e) => {
+    if (e.target !== dialog) return;
+    const r = dialog.getBoundingClientRect();
+    if (e.clientX < r.left || e.clientX > r.right || e.clientY < r.top || e.clientY > r.bottom) {
+      dialog.close();
+    }
+  });
+}
+
+if (session.token) {
+  enter().finally(() => { $("boot").hidden = true; });
+} else {
+  $("boot").hidden = true;
+  auth.show();
+}

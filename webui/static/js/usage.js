@@ -1,0 +1,161 @@
+// The "Usage" dialog: plan limits (/auth/me), this minute's budget (/rate-limit), and
+// 30-day statistics (/stats). The last two are optional: their cards hide on 404.
+// Field names are read defensively (several spellings) because those APIs are young.
+
+import { api, optionalApi } from "./api.js";
+import { $, h, ms, num, percent, say, shortDate } from "./dom.js";
+
+const AVG_TIME = ["avg_response_time_ms", "avg_processing_time_ms", "avg_latency_ms"];
+
+/** The first of several field names that is present on obj. */
+function pick(obj, ...names) {
+  if (!obj || typeof obj !== "object") return undefined;
+  for (const name of names) if (obj[name] !== undefined && obj[name] !== null) return obj[name];
+  return undefined;
+}
+
+function kv(pairs) {
+  return h("dl", { class: "kv" }, pairs.map(([label, value]) =>
+    h("div", {}, h("dt", { text: label }), h("dd", { text: value }))));
+}
+
+function featureChips(features) {
+  const chips = [];
+  if (Array.isArray(features)) chips.push(...features.map(String));
+  else if (features && typeof features === "object") {
+    for (const [key, value] of Object.entries(features)) {
+      const name = key.replace(/_/g, " ");
+      if (value === true) chips.push(name);
+      else if (Array.isArray(value)) chips.push(`${name}: ${value.join(", ")}`);
+      else if (value !== false && value !== null) chips.push(`${name}: ${value}`);
+    }
+  }
+  return chips.length ? h("div", { class: "features" },
+    chips.map((text) => h("span", { class: "badge", text }))) : null;
+}
+
+function meter(label, used, limit, detail) {
+  const fill = h("div", { class: "meter-fill" });
+  const ratio = Number(limit) > 0 ? Math.max(0, Math.min(1, Number(used) / Number(limit))) : 0;
+  fill.style.width = `${(ratio * 100).toFixed(1)}%`;
+  return h("div", { class: "meter" },
+    h("div", { class: "meter-head" }, h("span", { text: label }),
+      h("span", { class: "muted", text: detail })),
+    h("div", { class: "meter-track", "aria-hidden": "true" }, fill));
+}
+
+function renderPlan(body, me) {
+  const plan = me.plan || {};
+  const price = Number(plan.price_monthly);
+  body.replaceChildren(kv([
+    ["Plan", String(plan.name || me.subscription_tier || "—")],
+    ["Price", !Number.isFinite(price) ? "—" : price === 0 ? "Free" : `$${num(price, 2)} / month`],
+    ["Requests / minute", num(plan.requests_per_minute)],
+    ["Tokens / minute", num(plan.tokens_per_minute)],
+    ["Concurrent requests", num(plan.concurrent_requests)],
+  ]), featureChips(plan.features) || "");
+}
+
+function budget(label, bucket, fallbackLimit) {
+  const limit = pick(bucket, "limit") ?? fallbackLimit;
+  const remaining = pick(bucket, "remaining");
+  const reset = pick(bucket, "reset_seconds", "reset_in", "reset");
+  let detail = `${num(remaining)} of ${num(limit)} left`;
+  if (reset !== undefined && Number(remaining) < Number(limit)) {
+    detail += ` · resets in ${Math.max(0, Math.ceil(Number(reset)))} s`;
+  }
+  return meter(label, remaining, limit, detail);
+}
+
+function renderLimits(body, rl) {
+  const limits = rl.limits || {};
+  const concurrent = rl.concurrent || {};
+  const cLimit = pick(concurrent, "limit") ?? limits.concurrent_requests;
+  const inUse = pick(concurrent, "in_use", "active", "used") ?? 0;
+  body.replaceChildren(
+    budget("Requests", rl.requests, limits.requests_per_minute),
+    budget("Tokens", rl.tokens, limits.tokens_per_minute),
+    meter("Concurrent requests", inUse, cLimit, `${num(inUse)} of ${num(cLimit)} in use`));
+}
+
+function byModelTable(rows) {
+  if (!Array.isArray(rows) || !rows.length) return null;
+  return h("table", { class: "table" },
+    h("caption", { class: "visually-hidden", text: "Requests by model" }),
+    h("thead", {}, h("tr", {}, ["Model", "Requests", "Tokens", "Avg time"].map(
+      (t) => h("th", { scope: "col", text: t })))),
+    h("tbody", {}, rows.map((r) => {
+      const tokens = pick(r, "total_tokens", "tokens")
+        ?? ((Number(pick(r, "prompt_tokens")) || 0) + (Number(pick(r, "completion_tokens")) || 0));
+      return h("tr", {},
+        h("td", { text: String(pick(r, "model", "name") ?? "—") }),
+        h("td", { text: num(pick(r, "requests", "total_requests", "count")) }),
+        h("td", { text: num(tokens) }),
+        h("td", { text: ms(pick(r, ...AVG_TIME)) }));
+    })));
+}
+
+function byDayBars(rows) {
+  if (!Array.isArray(rows) || !rows.length) return null;
+  const days = rows.map((r) => ({ day: pick(r, "day", "date"),
+    value: Number(pick(r, "requests", "total_requests", "count")) || 0 }));
+  const max = Math.max(1, ...days.map((d) => d.value));
+  const busiest = days.reduce((a, b) => (b.value > a.value ? b : a));
+  const bars = h("div", { class: "bars", role: "img",
+    "aria-label": `Requests per day; busiest ${shortDate(busiest.day)}: ${num(busiest.value)}.` },
+  days.map((d) => {
+    const bar = h("div", { class: "bar", title: `${shortDate(d.day)}: ${num(d.value)} requests` });
+    bar.style.height = `${Math.max(2, (d.value / max) * 100)}%`;
+    return bar;
+  }));
+  return h("div", {}, bars, h("div", { class: "bars-caption", "aria-hidden": "true" },
+    h("span", { text: shortDate(days[0].day) }), h("span", { text: shortDate(days.at(-1).day) })));
+}
+
+function renderStats(body, s) {
+  const totals = s.totals && typeof s.totals === "object" ? { ...s, ...s.totals } : s;
+  const requests = pick(totals, "total_requests", "requests");
+  if (!Number(requests)) {
+    body.replaceChildren(h("p", { class: "muted", text: "No requests in this period yet." }));
+    return;
+  }
+  body.replaceChildren(kv([
+    ["Requests", num(requests)],
+    ["Success rate", percent(pick(totals, "success_rate"))],
+    ["Avg response time", ms(pick(totals, ...AVG_TIME))],
+    ["Avg first token", ms(pick(totals, "avg_time_to_first_token_ms", "avg_ttft_ms"))],
+    ["Prompt tokens", num(pick(totals, "prompt_tokens"))],
+    ["Completion tokens", num(pick(totals, "completion_tokens"))],
+  ]), byModelTable(s.by_model) || "", byDayBars(s.by_day) || "");
+}
+
+export function createUsage() {
+  const dialog = $("usage-dialog");
+  const errorNote = $("usage-error");
+  const cards = { plan: $("usage-plan"), limits: $("usage-limits"), stats: $("usage-stats") };
+  const body = (card) => card.querySelector(".card-body");
+
+  async function refresh() {
+    say(errorNote, "");
+    const [me, rl, stats] = await Promise.allSettled([
+      api("/auth/me"), optionalApi("/rate-limit"), optionalApi("/stats?days=30")]);
+    const failures = [me, rl, stats]
+      .filter((r) => r.status === "rejected" && r.reason.status !== 401);
+    if (failures.length) say(errorNote, failures[0].reason.message || "Could not load usage.");
+    if (me.status === "fulfilled") renderPlan(body(cards.plan), me.value);
+    cards.limits.hidden = !(rl.status === "fulfilled" && rl.value);
+    if (!cards.limits.hidden) renderLimits(body(cards.limits), rl.value);
+    cards.stats.hidden = !(stats.status === "fulfilled" && stats.value);
+    if (!cards.stats.hidden) renderStats(body(cards.stats), stats.value);
+  }
+
+  $("usage-refresh").addEventListener("click", refresh);
+
+  return {
+    open() {
+      if (!dialog.open) dialog.showModal();
+      return refresh();
+    },
+    close() { if (dialog.open) dialog.close(); },
+  };
+}
