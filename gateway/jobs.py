@@ -26,7 +26,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.auth.principal import Principal, _principal
+from gateway.auth.principal import Principal, principal_from_rows
 from gateway.catalog import ModelCatalog
 from gateway.chat.call import CallServices, ChatCall
 from gateway.chat.request import parse_chat
@@ -262,7 +262,8 @@ class JobRunner:
         owner = await self.store.owner(job.user_id, job.api_key_id)
         if owner is None or owner.user.status != "active":
             raise APIError(403, "The account that submitted this job is not active.")
-        return _principal(owner.user, owner.plan, "api_key" if owner.key else "jwt", owner.key)
+        via = "api_key" if owner.key else "jwt"
+        return principal_from_rows(owner.user, owner.plan, via, owner.key)
 
     async def _attempt(self, run: Running) -> Outcome:
         """One try: admission, the provider stream to its end, and the call's final row."""

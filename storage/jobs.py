@@ -28,7 +28,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import ApiKey, InferenceRequest, SubscriptionPlan, User, utcnow
-from storage.writer import RequestWriter
+from storage.writer import usage_upserts
 
 T = InferenceRequest.__table__
 FINAL = ("completed", "failed", "cancelled")
@@ -156,7 +156,7 @@ class JobStore:
                 return None
             usage_row = {**values, "status": row.status, "user_id": job.user_id,
                          "model": job.model, "created_at": job.created_at}
-            for stmt in RequestWriter._usage_upserts(conn.dialect.name, [usage_row]):
+            for stmt in usage_upserts(conn.dialect.name, [usage_row]):
                 await conn.execute(stmt)
         return row.status
 

@@ -139,7 +139,7 @@ class RequestWriter:
         async with self._engine.begin() as conn:
             if requests:
                 await conn.execute(sa.insert(InferenceRequest.__table__), requests)
-                for stmt in self._usage_upserts(conn.dialect.name, requests):
+                for stmt in usage_upserts(conn.dialect.name, requests):
                     await conn.execute(stmt)
             if audits:
                 await conn.execute(sa.insert(AuditLog.__table__), audits)
@@ -149,25 +149,6 @@ class RequestWriter:
                     sa.update(table).where(table.c.id == sa.bindparam("kid"))
                     .values(last_used_at=sa.bindparam("at")),
                     [{"kid": k, "at": at} for k, at in touches.items()])
-
-    @staticmethod
-    def _usage_upserts(dialect: str, rows: list[dict[str, Any]]) -> list[Any]:
-        totals: dict[tuple, dict[str, int]] = defaultdict(lambda: dict.fromkeys(_USAGE_COUNTERS, 0))
-        for row in rows:
-            t = totals[(row["user_id"], row["created_at"].date(), row["model"])]
-            t["requests"] += 1
-            status = row.get("status")
-            t["succeeded"] += status == "completed"
-            t["failed"] += status == "failed"
-            t["cancelled"] += status == "cancelled"
-            t["prompt_tokens"] += row.get("prompt_tokens") or 0
-            t["completion_tokens"] += row.get("completion_tokens") or 0
-            t["processing_time_ms"] += row.get("processing_time_ms") or 0
-            if row.get("time_to_first_token_ms") is not None:
-                t["time_to_first_token_ms"] += row["time_to_first_token_ms"]
-                t["ttft_samples"] += 1
-        return [usage_upsert(dialect, user_id, day, model, counts)
-                for (user_id, day, model), counts in totals.items()]
 
 
 def usage_upsert(dialect: str, user_id: Any, day: Any, model: str,
@@ -179,3 +160,23 @@ def usage_upsert(dialect: str, user_id: Any, day: Any, model: str,
     return stmt.on_conflict_do_update(
         index_elements=["user_id", "day", "model"],
         set_={k: table.c[k] + stmt.excluded[k] for k in counts})
+
+
+def usage_upserts(dialect: str, rows: list[dict[str, Any]]) -> list[Any]:
+    """Upserts adding finished request rows to their users' daily usage counters."""
+    totals: dict[tuple, dict[str, int]] = defaultdict(lambda: dict.fromkeys(_USAGE_COUNTERS, 0))
+    for row in rows:
+        t = totals[(row["user_id"], row["created_at"].date(), row["model"])]
+        t["requests"] += 1
+        status = row.get("status")
+        t["succeeded"] += status == "completed"
+        t["failed"] += status == "failed"
+        t["cancelled"] += status == "cancelled"
+        t["prompt_tokens"] += row.get("prompt_tokens") or 0
+        t["completion_tokens"] += row.get("completion_tokens") or 0
+        t["processing_time_ms"] += row.get("processing_time_ms") or 0
+        if row.get("time_to_first_token_ms") is not None:
+            t["time_to_first_token_ms"] += row["time_to_first_token_ms"]
+            t["ttft_samples"] += 1
+    return [usage_upsert(dialect, user_id, day, model, counts)
+            for (user_id, day, model), counts in totals.items()]

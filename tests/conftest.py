@@ -6,10 +6,11 @@ import asyncio
 import itertools
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -31,6 +32,14 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 SECRET = "test-secret-" + "x" * 40
 _counter = itertools.count()
+T = TypeVar("T")
+
+
+def run_sync(fn: Callable[..., T], *args: Any) -> T:
+    """Run blocking code that may call asyncio.run(), even while this thread has a loop
+    (Playwright's sync API keeps one running in the main thread)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def postgres_database(tag: str) -> str:
@@ -50,7 +59,7 @@ def postgres_database(tag: str) -> str:
         finally:
             await conn.close()
 
-    asyncio.run(create())
+    run_sync(asyncio.run, create())
     return POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
 
 
@@ -61,7 +70,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'gateway.db'}"
     else:
         url = postgres_database("suite")
-    upgrade(url)
+    run_sync(upgrade, url)
     return url
 
 

@@ -55,7 +55,9 @@ class Principal:
         return str(self.user_id)
 
 
-def _principal(user: User, plan: SubscriptionPlan, via: str, key: Any = None) -> Principal:
+def principal_from_rows(user: User, plan: SubscriptionPlan, via: str,
+                        key: Any = None) -> Principal:
+    """The Principal for a user row, their plan row and (when via a key) the key row."""
     limits = {}
     if key is not None:
         for name in ("requests_per_minute", "tokens_per_minute", "concurrent_requests"):
@@ -109,7 +111,7 @@ class Authenticator:
             principal = None
             if (record is not None and self._hasher.matches(record.key.key_hash, key_hash)
                     and record.key.status == "active" and record.user.status == "active"):
-                principal = _principal(record.user, record.plan, "api_key", record.key)
+                principal = principal_from_rows(record.user, record.plan, "api_key", record.key)
             if len(self._keys) > 100_000:
                 self._keys.clear()
             self._keys[key_hash] = (now + self._ttl, principal)
@@ -129,7 +131,7 @@ class Authenticator:
         row = await self._accounts.user_with_plan(user_id)
         principal = None
         if row is not None and row[0].status == "active":
-            principal = _principal(row[0], row[1], "jwt")
+            principal = principal_from_rows(row[0], row[1], "jwt")
         if len(self._users) > 100_000:
             self._users.clear()
         self._users[user_id] = (now + self._ttl, principal)

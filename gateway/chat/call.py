@@ -40,15 +40,18 @@ class CallServices:
 
 
 def prompt_text(messages: list[dict[str, Any]]) -> str:
-    """The prompt as plain text, for search and for legacy ``prompt`` readers."""
-    lines = []
-    for msg in messages:
-        content = msg.get("content")
-        if isinstance(content, list):
-            content = " ".join(p.get("text", "") for p in content if p.get("type") == "text")
-        if content:
-            lines.append(f"{msg.get('role')}: {content}")
-    return "\n".join(lines)
+    """What the caller asked this time: the last user message as plain text.
+
+    It is what history lists and searches; earlier turns are in earlier calls' rows and
+    in ``messages``.
+    """
+    for msg in reversed(messages):
+        if msg.get("role") == "user":
+            content = msg.get("content")
+            if isinstance(content, list):
+                content = " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+            return content or ""
+    return ""
 
 
 class ChatCall:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from storage.migrate import upgrade
-from tests.conftest import postgres_database
+from tests.conftest import postgres_database, run_sync
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -17,5 +17,5 @@ def fresh_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         url = f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}"
     else:
         url = postgres_database("legacy")
-    upgrade(url)
+    run_sync(upgrade, url)
     return url

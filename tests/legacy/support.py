@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from storage.engine import build_engine
 from storage.models import InferenceRequest, UsageDaily, User
-from tests.conftest import SECRET
+from tests.conftest import SECRET, run_sync
 from tests.servers import FIXTURES, GatewayServer, Reply
 
 FINAL = ("completed", "failed", "cancelled")
@@ -95,7 +95,7 @@ def query(url: str, stmt: Any) -> list[Any]:
                 return list(result.all()) if result.returns_rows else []
         finally:
             await engine.dispose()
-    return asyncio.run(run())
+    return run_sync(asyncio.run, run())
 
 
 def free_port() -> int:

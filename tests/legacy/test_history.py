@@ -74,7 +74,7 @@ def test_history_pages_newest_first_over_both_apis(gateway: GatewayServer, accou
     assert [i["source"] for i in items[:2]] == ["v1", "v1"]
     assert everything[2:] == [filled[p] for p in reversed(PROMPTS)]
     first = items[-1]
-    assert first["prompt_preview"] == "user: Weather in Paris?"
+    assert first["prompt_preview"] == "Weather in Paris?"
     assert first["response_preview"].startswith("Hello!") and first["status"] == "completed"
     assert first["usage"]["completion_tokens"] > 0
 

@@ -16,7 +16,7 @@ from gateway.app import create_app
 from providers.demo import compose_reply
 from storage.migrate import upgrade
 from storage.models import InferenceRequest
-from tests.conftest import make_settings, postgres_database, register
+from tests.conftest import make_settings, postgres_database, register, run_sync
 from tests.legacy.support import (
     GatewayProcess,
     query,
@@ -54,7 +54,7 @@ def wait_all_final(url: str, user_id: str, count: int, timeout: float) -> dict[s
 def assert_completed_once(url: str, user_id: str, rows: dict[str, sa.Row]) -> None:
     for job_id, row in rows.items():
         assert row.status == "completed", (job_id, row)
-        question = row.prompt.removeprefix("user: ")
+        question = row.prompt
         assert row.response == compose_reply([{"role": "user", "content": question}])
     # The usage counters are added in the fenced final write: one per completion.
     assert usage_totals(url, uuid.UUID(user_id)) == (len(rows), len(rows))
@@ -118,7 +118,7 @@ def test_sigkill_and_restart_finishes_every_job_once(fresh_database: str,
 @pytest.mark.postgres
 def test_two_processes_share_a_burst_of_jobs(tmp_path: Path) -> None:
     url = postgres_database("burst")
-    upgrade(url)
+    run_sync(upgrade, url)
     settings = {"demo_delay_ms": 3, "job_workers": 4, "job_lease_seconds": 2}
     procs = [GatewayProcess(tmp_path, url, tmp_path / f"p{i}.log", **settings) for i in range(2)]
     try:

@@ -6,29 +6,10 @@ import { $, ago, confirmButton, h, say } from "./dom.js";
 
 const PAGE = 20;
 
-const ROLE_LINE = /^(system|developer|user|assistant|tool|function): /m;
-
-/**
- * What to call a history entry: its last user message. List entries carry only the start
- * of the "role: content" transcript, so a later turn may be cut off; such entries (any
- * with an assistant turn) are marked as follow-ups.
- */
+/** What to call a history entry: the question asked in that call (the server's preview). */
 function summary(item) {
-  const messages = Array.isArray(item.messages) ? item.messages : null;
-  let turns;
-  if (messages) {
-    turns = messages.filter((m) => m && typeof m.content === "string")
-      .map((m) => [m.role, m.content]);
-  } else {
-    const parts = String(item.last_user_message ?? item.prompt_preview ?? item.prompt ?? "")
-      .split(ROLE_LINE); // ["", role, content, role, content, ...]
-    turns = [];
-    for (let i = 1; i + 1 < parts.length; i += 2) turns.push([parts[i], parts[i + 1]]);
-    if (!turns.length) turns.push(["user", parts[0]]);
-  }
-  const lastUser = [...turns].reverse().find(([role]) => role === "user");
-  const text = (lastUser ? lastUser[1] : (turns.at(-1) || ["", ""])[1]).replace(/\s+/g, " ").trim();
-  return { text: text || "(no prompt)", followUp: turns.some(([role]) => role === "assistant") };
+  const text = String(item.prompt_preview ?? item.prompt ?? "").replace(/\s+/g, " ").trim();
+  return text || "(no prompt)";
 }
 
 /** Wire the history list; onOpen(item) gets the full item (GET /history/{id} when it exists). */
@@ -61,9 +42,9 @@ export function createHistory({ onOpen }) {
   }
 
   function row(item) {
-    const { text, followUp } = summary(item);
+    const text = summary(item);
     const short = text.length > 40 ? `${text.slice(0, 40)}…` : text;
-    const details = [item.model, followUp && "follow-up", ago(item.created_at)];
+    const details = [item.model, ago(item.created_at)];
     if (item.status && item.status !== "completed") details.push(item.status);
     const li = h("li", { class: `history-item${item.status === "failed" ? " failed" : ""}` });
     const openBtn = h("button", { type: "button", class: "history-open", title: text,
