@@ -1,0 +1,1 @@
+"""Benchmark harness: a fast mock upstream, load generators, scenarios and reports."""
