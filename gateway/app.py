@@ -19,15 +19,12 @@ from gateway.catalog import ModelCatalog
 from gateway.chat.call import CallServices
 from gateway.errors import APIError, handle_api_error, handle_http_exception, handle_unexpected
 from gateway.jobs import JobRunner
-from gateway.middleware import (
-    BodySizeLimitMiddleware,
-    RequestIdMiddleware,
-    SecurityHeadersMiddleware,
-)
+from gateway.middleware import BodySizeLimitMiddleware, ResponseHeadersMiddleware
 from gateway.ratelimit import LeaseRenewer, build_limiter
 from gateway.routes import accounts, chat, health, history, legacy, limits
 from gateway.settings import Settings, ensure_secrets
 from gateway.tokens import TokenCounter
+from gateway.upstream_client import build_upstream_client
 from providers.base import ProviderConfig
 from providers.registry import ProviderRegistry
 from storage.accounts import AccountRepository
@@ -87,12 +84,8 @@ def create_app(settings: Settings, *, upstream_transport: httpx.AsyncBaseTranspo
                                          min_length=settings.password_min_length)
         state.auth = Authenticator(state.accounts, state.hasher, state.jwt,
                                    ttl=settings.auth_cache_seconds, touch=state.writer.touch_key)
-        state.http = httpx.AsyncClient(
-            transport=upstream_transport,
-            limits=httpx.Limits(max_connections=settings.upstream_max_connections,
-                                max_keepalive_connections=settings.upstream_max_connections,
-                                keepalive_expiry=60),
-            timeout=httpx.Timeout(60.0, connect=5.0))
+        state.http = build_upstream_client(settings.upstream_max_connections,
+                                           upstream_transport)
         kinds = provider_kinds  # None: every installed plugin
         state.providers = ProviderRegistry(kinds)
         state.providers.build(provider_configs(settings), state.http)
@@ -127,17 +120,18 @@ def create_app(settings: Settings, *, upstream_transport: httpx.AsyncBaseTranspo
             await state.engine.dispose()
 
     middleware = [
-        Middleware(RequestIdMiddleware),
-        Middleware(SecurityHeadersMiddleware, trust_forwarded=settings.trust_forwarded),
-        Middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                   allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-                   allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
-                   expose_headers=["x-request-id", "retry-after", "x-ratelimit-limit-requests",
-                                   "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
-                                   "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
-                                   "x-ratelimit-reset-tokens"]),
+        Middleware(ResponseHeadersMiddleware, trust_forwarded=settings.trust_forwarded),
         Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
     ]
+    if settings.cors_origins:  # no CORS layer at all (and its cost per event) when unused
+        middleware.insert(1, Middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
+            expose_headers=["x-request-id", "retry-after", "retry-after-ms",
+                            "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+                            "x-ratelimit-reset-requests", "x-ratelimit-limit-tokens",
+                            "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"]))
     routes = [*health.routes, *accounts.routes, *chat.routes, *limits.routes,
               *legacy.routes, *history.routes, static_app.mount()]
     return Starlette(

@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     sp.set_defaults(fn=cmd_set_plan)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # httpx logs every upstream request at INFO: a line per call is the writer's job, not the log's.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     args.fn(args)
 
 

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request ids, security headers, request-body size limit."""
+"""Pure ASGI middleware: response headers (request id, security) and the body-size limit."""
 
 from __future__ import annotations
 
@@ -12,38 +12,10 @@ from gateway.errors import APIError
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 
 
-class RequestIdMiddleware:
-    """Honour a sane incoming ``x-request-id`` or make one; echo it on every response."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        rid = None
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                candidate = value.decode("latin-1")
-                if _SANE_REQUEST_ID.match(candidate):
-                    rid = candidate
-                break
-        if rid is None:
-            rid = "req_" + uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = rid
-        header = (b"x-request-id", rid.encode())
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), header]
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
-
-
-class SecurityHeadersMiddleware:
-    """What helmet sets: no sniffing, no framing, no referrer leaks, a CSP, HSTS under TLS."""
+class ResponseHeadersMiddleware:
+    """Headers every response carries: its request id (a sane incoming ``x-request-id`` is
+    honoured) and what helmet sets (no sniffing, no framing, no referrer, a CSP, HSTS
+    under TLS). One send wrapper for both: it runs for every streamed event."""
 
     CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
            "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'; "
@@ -59,6 +31,8 @@ class SecurityHeadersMiddleware:
             (b"cross-origin-opener-policy", b"same-origin"),
             (b"content-security-policy", self.CSP.encode()),
         ]
+        self._tls = [*self._common,
+                     (b"strict-transport-security", b"max-age=31536000; includeSubDomains")]
 
     def _is_tls(self, scope: Scope) -> bool:
         if scope.get("scheme") == "https":
@@ -73,9 +47,18 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = list(self._common)
-        if self._is_tls(scope):
-            extra.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
+        rid = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                if _SANE_REQUEST_ID.match(candidate):
+                    rid = candidate
+                break
+        if rid is None:
+            rid = "req_" + uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        extra = [(b"x-request-id", rid.encode()),
+                 *(self._tls if self._is_tls(scope) else self._common)]
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -107,7 +90,6 @@ class BodySizeLimitMiddleware:
                     return
                 break
         received = 0
-        started = False
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -118,17 +100,11 @@ class BodySizeLimitMiddleware:
                     raise _BodyTooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, send)
         except _BodyTooLarge:
-            if not started:
-                await self._too_large().response()(scope, receive, send)
+            # Routes read the whole body before they answer, so nothing was sent yet.
+            await self._too_large().response()(scope, receive, send)
 
 
 class _BodyTooLarge(Exception):

@@ -122,7 +122,7 @@ class Settings(BaseSettings):
     demo_delay_ms: int = Field(20, ge=0)
     providers: dict[str, ProviderSettings] = {}
     models: dict[str, ModelRoute] = {}
-    upstream_max_connections: int = Field(512, ge=1)
+    upstream_max_connections: int = Field(10_000, ge=1)
 
     jobs_enabled: bool = True
     job_workers: int = Field(4, ge=0)

@@ -77,7 +77,7 @@ class Authenticator:
         self._jwt = jwt
         self._ttl = ttl
         self._touch = touch  # callable(key_id, at) that records last_used_at off the hot path
-        self._keys: dict[str, tuple[float, Principal | None]] = {}
+        self._keys: dict[str, tuple[float, Principal | None, str]] = {}
         self._users: dict[uuid.UUID, tuple[float, Principal | None]] = {}
 
     async def authenticate(self, conn: HTTPConnection) -> Principal:
@@ -101,23 +101,23 @@ class Authenticator:
         return principal
 
     async def _by_key(self, key: str) -> Principal | None:
-        key_hash = self._hasher.hash(key)
+        # Cached by the presented key, so a hit costs no HMAC; the hash is kept for revocation.
         now = time.monotonic()
-        cached = self._keys.get(key_hash)
+        cached = self._keys.get(key)
         if cached is not None and cached[0] > now:
-            principal = cached[1]
-        else:
-            record = await self._accounts.key_by_hash(key_hash)
-            principal = None
-            if (record is not None and self._hasher.matches(record.key.key_hash, key_hash)
-                    and record.key.status == "active" and record.user.status == "active"):
-                principal = principal_from_rows(record.user, record.plan, "api_key", record.key)
-            if len(self._keys) > 100_000:
-                self._keys.clear()
-            self._keys[key_hash] = (now + self._ttl, principal)
-            # last_used_at is kept to within the cache TTL: one write per key per TTL.
-            if principal is not None and self._touch is not None:
-                self._touch(principal.api_key_id, utcnow())
+            return cached[1]
+        key_hash = self._hasher.hash(key)
+        record = await self._accounts.key_by_hash(key_hash)
+        principal = None
+        if (record is not None and self._hasher.matches(record.key.key_hash, key_hash)
+                and record.key.status == "active" and record.user.status == "active"):
+            principal = principal_from_rows(record.user, record.plan, "api_key", record.key)
+        if len(self._keys) > 100_000:
+            self._keys.clear()
+        self._keys[key] = (now + self._ttl, principal, key_hash)
+        # last_used_at is kept to within the cache TTL: one write per key per TTL.
+        if principal is not None and self._touch is not None:
+            self._touch(principal.api_key_id, utcnow())
         return principal
 
     async def _by_jwt(self, token: str) -> Principal | None:
@@ -139,4 +139,6 @@ class Authenticator:
 
     def forget_key(self, key_hash: str) -> None:
         """Drop a key from this process's cache (revoke, regenerate)."""
-        self._keys.pop(key_hash, None)
+        for key, entry in list(self._keys.items()):
+            if entry[2] == key_hash:
+                del self._keys[key]

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import anyio
-from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -16,13 +15,12 @@ from gateway.chat.encode import DONE, ChunkEncoder, usage_body
 from gateway.chat.request import ParsedChat, parse_chat
 from gateway.errors import from_provider
 from gateway.http import JSONResponse, json_object, request_id
+from gateway.sse import EventStreamResponse
 from providers.base import Chunk
 from providers.errors import ProviderError
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
-
-async def chat_completions(request: Request) -> Response:
+async def chat_completions(request: Request) -> Response | EventStreamResponse:
     state = request.app.state
     principal = await state.auth.authenticate(request)
     parsed = parse_chat(await json_object(request))
@@ -36,13 +34,12 @@ async def chat_completions(request: Request) -> Response:
     created = int(time.time())
     if parsed.stream:
         encoder = ChunkEncoder(completion_id, created, parsed.model, parsed.include_usage)
-        return EventSourceResponse(_sse(call, first, encoder), sep="\n", ping=15,
-                                   headers={**SSE_HEADERS, **call.headers})
+        return EventStreamResponse(_sse(call, first, encoder), headers=call.headers)
     return await _complete(call, parsed, completion_id, created)
 
 
 async def _sse(call: ChatCall, first: Chunk | None, encoder: ChunkEncoder
-               ) -> AsyncIterator[bytes]:
+               ) -> AsyncGenerator[bytes, None]:
     status, error = "cancelled", None
     try:
         if first is not None:
