@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--keep-work", action="store_true", help="keep logs and data dirs")
     run.add_argument("--variant", default=None,
                      help="experiment: comma-separated bench.variants changes "
-                          "(quiet-httpx, aiohttp, plain-sse)")
+                          "(httpcore)")
     prof = sub.add_parser("profile", help="py-spy the gateway under non-streaming or SSE load")
     prof.add_argument("kind", choices=["nonstream", "stream"])
     prof.add_argument("--seconds", type=float, default=20)
