@@ -5,10 +5,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import httpx
 import orjson
 
 from providers.anthropic_request import DEFAULT_MAX_TOKENS, build_anthropic_body
-from providers.base import CallContext, ChatRequest, Chunk, Finish, TextDelta, ToolCallDelta, Usage
+from providers.base import (
+    CallContext,
+    ChatRequest,
+    Chunk,
+    Finish,
+    ProviderConfig,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from providers.errors import (
     ProviderError,
     UpstreamAuthError,
@@ -189,16 +199,22 @@ class AnthropicProvider(HTTPStreamProvider):
     supports_n: ClassVar[bool] = False
     default_base_url: ClassVar[str] = "https://api.anthropic.com"
 
-    def prepare(self, req: ChatRequest, ctx: CallContext) -> UpstreamCall:
-        """Translate the request (raises UpstreamBadRequest for what cannot be)."""
-        default_max = int(self.config.options.get("default_max_tokens", DEFAULT_MAX_TOKENS))
+    def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
+        super().__init__(config, client)
+        # Built once per provider, not per call.
+        self._messages_url = httpx.URL(f"{self._base_url}/v1/messages")
+        self._default_max = int(config.options.get("default_max_tokens", DEFAULT_MAX_TOKENS))
         headers = {"content-type": "application/json", "accept": "text/event-stream",
                    "anthropic-version": ANTHROPIC_VERSION}
-        if self.config.api_key:
-            headers["x-api-key"] = self.config.api_key
-        return UpstreamCall(url=f"{self._base_url}/v1/messages",
-                            body=build_anthropic_body(req, default_max_tokens=default_max),
-                            headers=merged_headers(headers, self.config),
+        if config.api_key:
+            headers["x-api-key"] = config.api_key
+        self._stream_headers = merged_headers(headers, config)
+
+    def prepare(self, req: ChatRequest, ctx: CallContext) -> UpstreamCall:
+        """Translate the request (raises UpstreamBadRequest for what cannot be)."""
+        return UpstreamCall(url=self._messages_url,
+                            body=build_anthropic_body(req, default_max_tokens=self._default_max),
+                            headers=self._stream_headers,
                             parser=AnthropicStreamParser(self.config.name))
 
     def error_from_response(self, status: int, headers: Mapping[str, str],

@@ -157,7 +157,7 @@ class StreamParser(Protocol):
 class UpstreamCall(NamedTuple):
     """Everything needed to make one streaming call."""
 
-    url: str
+    url: httpx.URL | str
     body: Mapping[str, Any]
     headers: Mapping[str, str]
     parser: StreamParser
