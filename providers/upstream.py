@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import aclosing, contextmanager
 from typing import Any, ClassVar, NamedTuple, Protocol
@@ -163,7 +164,7 @@ class UpstreamCall(NamedTuple):
     parser: StreamParser
 
 
-class HTTPStreamProvider:
+class HTTPStreamProvider(ABC):
     """Base for providers that POST JSON and read an SSE stream back."""
 
     kind: ClassVar[str]
@@ -176,21 +177,24 @@ class HTTPStreamProvider:
         self._base_url = (config.base_url or self.default_base_url).rstrip("/")
         self._timeout = build_timeout(config)
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027  (a default, not an abstract hook)
         """Nothing to release: the shared client belongs to the gateway."""
 
+    @abstractmethod
     def error_from_response(self, status: int, headers: Mapping[str, str],
                             raw: bytes) -> ProviderError:
         """Map a non-2xx upstream response to a typed error."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def error_from_payload(self, payload: Any) -> ProviderError | None:
         """Map an error object found in a 200 JSON body or an SSE event, if it is one."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def prepare(self, req: ChatRequest, ctx: CallContext) -> UpstreamCall:
         """Translate the request into the upstream call (raise typed errors for bad input)."""
-        raise NotImplementedError
+        ...
 
     async def stream_chat(self, req: ChatRequest, ctx: CallContext) -> AsyncIterator[Chunk]:
         """Yield chunks as the upstream streams them; raise typed errors on failure."""
