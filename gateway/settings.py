@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     default_max_tokens_estimate: int = Field(1024, ge=1)
 
     writer_queue_size: int = Field(10_000, ge=1)
-    writer_batch_size: int = Field(200, ge=1)
+    writer_batch_size: int = Field(2000, ge=1)
     writer_flush_seconds: float = Field(0.2, gt=0)
 
     openai_api_key: SecretStr | None = Field(

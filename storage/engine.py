@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -11,7 +12,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 def build_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
     """Create the engine; SQLite gets WAL, a busy timeout and enforced foreign keys."""
-    kwargs: dict[str, Any] = {"echo": echo}
+    # orjson for JSON columns (messages, parameters, tool calls): the writer serialises
+    # thousands of them per second.
+    kwargs: dict[str, Any] = {"echo": echo, "json_serializer": _json_dumps,
+                              "json_deserializer": orjson.loads}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30}
     else:
@@ -20,6 +24,10 @@ def build_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncE
     if url.startswith("sqlite"):
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
