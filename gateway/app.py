@@ -46,9 +46,9 @@ def provider_configs(settings: Settings) -> list[ProviderConfig]:
             for name, spec in settings.provider_settings().items()]
 
 
-def create_app(settings: Settings, *, upstream_transport: httpx.AsyncBaseTransport | None = None,
-               provider_kinds: dict | None = None) -> Starlette:
-    """Build the ASGI app. ``upstream_transport`` and ``provider_kinds`` are seams for tests."""
+def create_app(settings: Settings, *,
+               upstream_transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+    """Build the ASGI app; ``upstream_transport`` replaces the upstream pool (bench, tests)."""
     settings = ensure_secrets(settings)
 
     @contextlib.asynccontextmanager
@@ -86,8 +86,7 @@ def create_app(settings: Settings, *, upstream_transport: httpx.AsyncBaseTranspo
                                    ttl=settings.auth_cache_seconds, touch=state.writer.touch_key)
         state.http = build_upstream_client(settings.upstream_max_connections,
                                            upstream_transport)
-        kinds = provider_kinds  # None: every installed plugin
-        state.providers = ProviderRegistry(kinds)
+        state.providers = ProviderRegistry()  # every installed provider plugin
         state.providers.build(provider_configs(settings), state.http)
         live = {name: state.providers.get(name) for name in state.providers.names()}
         state.catalog = ModelCatalog(settings.model_routes(), live,

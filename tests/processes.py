@@ -22,46 +22,61 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def gateway_env(data_dir: Path, **settings: str) -> dict[str, str]:
-    """The environment of a gateway process: fixed secrets, fast bcrypt, no stray config."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("GATEWAY_") and k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update({"GATEWAY_DATA_DIR": str(data_dir), "GATEWAY_JWT_SECRET": SECRET,
-                "GATEWAY_KEY_HASH_SECRET": SECRET + "k", "GATEWAY_BCRYPT_ROUNDS": "4",
-                "GATEWAY_DEMO_DELAY_MS": "0", "GATEWAY_AUTH_CACHE_SECONDS": "0"})
-    env.update(settings)
-    return env
+def gateway_env(data_dir: Path, **env: str) -> dict[str, str]:
+    """The environment of a gateway process: fixed secrets, fast bcrypt, no stray config.
+
+    ``env`` adds or overrides variables by their names (``DATABASE_URL``, ``GATEWAY_…``).
+    """
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("GATEWAY_", "OPENAI", "ANTHROPIC", "TOGETHER"))
+            and k not in ("DATABASE_URL", "REDIS_URL")}
+    base.update({"GATEWAY_DATA_DIR": str(data_dir), "GATEWAY_JWT_SECRET": SECRET,
+                 "GATEWAY_KEY_HASH_SECRET": SECRET + "k", "GATEWAY_BCRYPT_ROUNDS": "4",
+                 "GATEWAY_DEMO_DELAY_MS": "0", "GATEWAY_AUTH_CACHE_SECONDS": "0",
+                 "GATEWAY_WRITER_FLUSH_SECONDS": "0.02"})
+    base.update(env)
+    return base
 
 
 class GatewayProcess:
-    """``python -m gateway.cli serve`` on a free loopback port."""
+    """``python -m gateway.cli serve`` on a free loopback port; ``wait_ready`` before use."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self._log_path = log
         self._log = log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port)],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
+            [sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port),
+             "--log-level", "warning"],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 60.0) -> GatewayProcess:
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited: {log.read_text()[-2000:]}")
+                raise RuntimeError(f"gateway exited: {self._log_path.read_text()[-2000:]}")
             try:
                 if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
+                    return self
             except httpx.TransportError:
-                time.sleep(0.1)
+                pass
+            time.sleep(0.05)
         raise RuntimeError("gateway did not become healthy")
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as when a machine dies."""
         if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+            self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                self.kill()
         self._log.close()
 
 

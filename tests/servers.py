@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import threading
 import time
@@ -118,9 +119,34 @@ class Reply:
         return cls(status=status, headers={"content-type": ctype}, pieces=pieces, **kw)
 
     @classmethod
+    def by_event(cls, name: str, **kw: Any) -> Reply:
+        """A recorded stream sent one SSE event per piece (``hang_after`` counts events)."""
+        return cls(pieces=recording_events(name), **kw)
+
+    @classmethod
     def json(cls, status: int, body: bytes, headers: dict[str, str] | None = None) -> Reply:
         return cls(status=status, headers={"content-type": "application/json", **(headers or {})},
                    pieces=[body])
+
+
+def recording_events(name: str) -> list[bytes]:
+    """A recorded SSE stream split into its events, each with its blank line."""
+    data = (FIXTURES / name).read_bytes()
+    return [event + b"\n\n" for event in data.split(b"\n\n") if event.strip()]
+
+
+def recorded_openai(name: str) -> tuple[str, dict]:
+    """The assistant text and usage a recorded OpenAI stream carries, read independently."""
+    text, usage = [], {}
+    for event in recording_events(name):
+        payload = event.decode().removeprefix("data: ").strip()
+        if payload == "[DONE]":
+            continue
+        chunk = json.loads(payload)
+        for choice in chunk.get("choices", []):
+            text.append(choice["delta"].get("content") or "")
+        usage = chunk.get("usage") or usage
+    return "".join(text), usage
 
 
 @dataclass

@@ -58,8 +58,8 @@ def two_gateways(request: pytest.FixtureRequest,
     env = gateway_env(tmp_path, GATEWAY_CONFIG=str(config), **settings)
     procs: list[GatewayProcess] = []
     try:
-        procs.append(GatewayProcess(env, tmp_path / "a.log"))
-        procs.append(GatewayProcess(env, tmp_path / "b.log"))
+        procs.append(GatewayProcess(env, tmp_path / "a.log").wait_ready())
+        procs.append(GatewayProcess(env, tmp_path / "b.log").wait_ready())
         yield procs, env
     finally:
         for proc in procs:
@@ -106,7 +106,7 @@ def test_redis_outage_follows_policy(tmp_path: Path, fail_open: bool) -> None:
     redis = RedisProcess(tmp_path)
     env = gateway_env(tmp_path, GATEWAY_RATE_LIMIT_BACKEND="redis", REDIS_URL=redis.url,
                       GATEWAY_RATE_LIMIT_FAIL_OPEN=str(fail_open).lower())
-    proc = GatewayProcess(env, tmp_path / "gw.log")
+    proc = GatewayProcess(env, tmp_path / "gw.log").wait_ready()
     try:
         r = httpx.post(proc.url + "/auth/register",
                        json={"email": "outage@example.com", "password": "correct horse 42"})

@@ -14,24 +14,20 @@ import sqlalchemy as sa
 from gateway.ratelimit.base import Limits
 from storage.models import InferenceRequest
 from tests.conftest import Account, register
-from tests.servers import FIXTURES, FakeUpstream, GatewayServer, Reply, wait_for
+from tests.servers import (
+    FIXTURES,
+    FakeUpstream,
+    GatewayServer,
+    Reply,
+    recorded_openai,
+    recording_events,
+    wait_for,
+)
 
 
 def sdk(gateway: GatewayServer, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0,
                          _strict_response_validation=True, timeout=20)
-
-
-def recorded_openai(name: str) -> tuple[str, dict]:
-    """The text and usage a recorded OpenAI-format stream carries, read independently."""
-    text, usage = [], {}
-    for line in (FIXTURES / name).read_text().splitlines():
-        if line.startswith("data: ") and line != "data: [DONE]":
-            event = json.loads(line[6:])
-            for choice in event.get("choices", []):
-                text.append(choice["delta"].get("content") or "")
-            usage = event.get("usage") or usage
-    return "".join(text), usage
 
 
 def recorded_anthropic_text(name: str) -> str:
@@ -274,9 +270,8 @@ def test_mid_stream_error_is_one_event_then_done(gateway: GatewayServer, account
 
 def test_client_disconnect_cancels_upstream_and_keeps_partial(
         gateway: GatewayServer, account: Account, upstream: FakeUpstream) -> None:
-    data = (FIXTURES / "openai_text.sse").read_bytes()
-    events = [e + b"\n\n" for e in data.split(b"\n\n") if e]
-    upstream.script(Reply(pieces=events, hang_after=3))
+    events = recording_events("openai_text.sse")
+    upstream.script(Reply.by_event("openai_text.sse", hang_after=3))
     with httpx.stream("POST", gateway.url + "/v1/chat/completions",
                       headers={"Authorization": f"Bearer {account.api_key}"},
                       json={"model": "gpt-4o-mini", "messages": MESSAGES,

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.ratelimit.base import Limits
 from tests.conftest import Account, register, set_plan
-from tests.servers import FIXTURES, FakeUpstream, GatewayServer, Reply, wait_for
+from tests.servers import FakeUpstream, GatewayServer, Reply, wait_for
 
 MESSAGES = [{"role": "user", "content": "Hello"}]
 
@@ -99,9 +99,7 @@ def test_key_override_and_plan_change(gateway: GatewayServer) -> None:
 def test_concurrency_slots_released_on_every_path(gateway: GatewayServer,
                                                   upstream: FakeUpstream) -> None:
     acct = register(gateway.url)  # free: 2 concurrent
-    data = (FIXTURES / "openai_text.sse").read_bytes()
-    events = [e + b"\n\n" for e in data.split(b"\n\n") if e]
-    upstream.script(Reply(pieces=events, hang_after=2))
+    upstream.script(Reply.by_event("openai_text.sse", hang_after=2))
     holders = [HeldStream(gateway, acct.api_key) for _ in range(2)]
     assert in_use(gateway, acct) == 2
     third = post(gateway, acct.api_key)
@@ -119,7 +117,7 @@ def test_concurrency_slots_released_on_every_path(gateway: GatewayServer,
     upstream.script(Reply.recording("anthropic_error_overloaded.sse"))
     assert post(gateway, acct.api_key, model="claude-haiku", stream=True).status_code == 200
     assert in_use(gateway, acct) == 0
-    upstream.script(Reply(pieces=events, hang_after=3))  # stalls mid-stream: read timeout
+    upstream.script(Reply.by_event("openai_text.sse", hang_after=3))  # stalls mid-stream
     r = post(gateway, acct.api_key, model="gpt-4o-mini", stream=True)
     assert b'"upstream_timeout"' in r.content and r.content.endswith(b"data: [DONE]\n\n")
     assert in_use(gateway, acct) == 0
@@ -128,9 +126,7 @@ def test_concurrency_slots_released_on_every_path(gateway: GatewayServer,
 def test_sdk_retry_honours_retry_after(gateway: GatewayServer, upstream: FakeUpstream) -> None:
     acct = register(gateway.url)
     set_plan(gateway, acct.user_id, "free")
-    data = (FIXTURES / "openai_text.sse").read_bytes()
-    events = [e + b"\n\n" for e in data.split(b"\n\n") if e]
-    upstream.script(Reply(pieces=events, hang_after=2))
+    upstream.script(Reply.by_event("openai_text.sse", hang_after=2))
     holders = [HeldStream(gateway, acct.api_key) for _ in range(2)]
 
     no_retry = openai.OpenAI(base_url=gateway.url + "/v1", api_key=acct.api_key, max_retries=0)

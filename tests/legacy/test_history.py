@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from storage.models import AuditLog
 from tests.conftest import Account
-from tests.legacy.support import auth, db, streamed, submit, wait_final
+from tests.legacy.support import auth, db, submit, wait_final
 from tests.servers import FIXTURES, FakeUpstream, GatewayServer, Reply
 
 PROMPTS = ["Weather in Paris?", "I am 100% sure", "snake_case or camelCase", "plain question"]
@@ -166,7 +166,7 @@ def test_stats_match_the_calls_made(gateway: GatewayServer, upstream: FakeUpstre
     failed = submit(gateway.url, key, model="gpt-4o-mini", prompt="this fails")
     for job_id in [*done, failed]:
         wait_final(gateway.url, key, job_id)
-    upstream.script(streamed("openai_text.sse"))
+    upstream.script(Reply.by_event("openai_text.sse"))
     r = httpx.post(gateway.url + "/v1/chat/completions", headers=auth(key),
                    json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]})
     assert r.status_code == 200

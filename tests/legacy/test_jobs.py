@@ -17,15 +17,20 @@ from tests.conftest import Account, register
 from tests.legacy.support import (
     auth,
     db,
-    recorded_text,
     rows_of,
     status,
-    streamed,
     submit,
     wait_final,
     wait_until,
 )
-from tests.servers import FIXTURES, FakeUpstream, GatewayServer, Reply, wait_for
+from tests.servers import (
+    FIXTURES,
+    FakeUpstream,
+    GatewayServer,
+    Reply,
+    recorded_openai,
+    wait_for,
+)
 
 
 def test_demo_job_end_to_end(gateway: GatewayServer, account: Account) -> None:
@@ -53,7 +58,7 @@ def test_demo_job_end_to_end(gateway: GatewayServer, account: Account) -> None:
 
 def test_job_through_a_provider_faked_at_the_http_boundary(
         gateway: GatewayServer, upstream: FakeUpstream, account: Account) -> None:
-    upstream.script(streamed("openai_text.sse"))
+    upstream.script(Reply.by_event("openai_text.sse"))
     job_id = submit(gateway.url, account.api_key, model="gpt-4o-mini",
                     messages=[{"role": "system", "content": "Be brief."},
                               {"role": "user", "content": "Say hello in French"}],
@@ -63,7 +68,7 @@ def test_job_through_a_provider_faked_at_the_http_boundary(
     assert view["status"] == "completed", view
     result = httpx.get(f"{gateway.url}/inference/{job_id}/result",
                        headers=auth(account.api_key)).json()
-    assert result["response"] == recorded_text("openai_text.sse")
+    assert result["response"] == recorded_openai("openai_text.sse")[0]
     assert result["usage"] == {"prompt_tokens": 2061, "completion_tokens": 22,
                                "total_tokens": 2083, "estimated": False}
     sent = orjson.loads(upstream.received[-1].body)
@@ -120,7 +125,7 @@ def test_model_outside_the_plan_is_a_400_on_model(gateway: GatewayServer) -> Non
 
 def test_cancel_running_and_pending_jobs(gateway: GatewayServer, upstream: FakeUpstream) -> None:
     acct = register(gateway.url)  # free plan: two concurrent calls, so the third waits
-    upstream.script(streamed("openai_text.sse", hang_after=3))
+    upstream.script(Reply.by_event("openai_text.sse", hang_after=3))
     key = acct.api_key
     running = [submit(gateway.url, key, model="gpt-4o-mini", prompt=f"slow {i}")
                for i in range(2)]
@@ -155,7 +160,7 @@ def test_cancel_running_and_pending_jobs(gateway: GatewayServer, upstream: FakeU
     # Cancelling twice is harmless; a finished job cannot be cancelled.
     r = httpx.post(f"{gateway.url}/inference/{waiting}/cancel", headers=auth(key))
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
-    upstream.script(streamed("openai_text.sse"))
+    upstream.script(Reply.by_event("openai_text.sse"))
     done = submit(gateway.url, key, model="gpt-4o-mini", prompt="quick")
     wait_final(gateway.url, key, done)
     r = httpx.delete(f"{gateway.url}/inference/{done}", headers=auth(key))
@@ -164,7 +169,7 @@ def test_cancel_running_and_pending_jobs(gateway: GatewayServer, upstream: FakeU
 
 def test_jobs_wait_for_a_concurrency_slot(gateway: GatewayServer, upstream: FakeUpstream) -> None:
     acct = register(gateway.url)  # free plan: two concurrent calls
-    upstream.script(streamed("openai_text.sse", delay=0.02))  # about half a second a call
+    upstream.script(Reply.by_event("openai_text.sse", delay=0.02))  # about half a second a call
     started = time.monotonic()
     ids = [submit(gateway.url, acct.api_key, model="gpt-4o-mini", prompt=f"job {i}")
            for i in range(4)]
@@ -179,7 +184,8 @@ def test_jobs_wait_for_a_concurrency_slot(gateway: GatewayServer, upstream: Fake
 def test_transient_upstream_error_is_retried(gateway: GatewayServer, upstream: FakeUpstream,
                                              account: Account) -> None:
     body = (FIXTURES / "openai_error_500.json").read_bytes()
-    upstream.script(Reply.json(503, body, {"retry-after-ms": "100"}), streamed("openai_text.sse"))
+    upstream.script(Reply.json(503, body, {"retry-after-ms": "100"}),
+                    Reply.by_event("openai_text.sse"))
     job_id = submit(gateway.url, account.api_key, model="gpt-4o-mini", prompt="retry me")
     view = wait_final(gateway.url, account.api_key, job_id)
     assert view["status"] == "completed" and view["attempts"] == 2

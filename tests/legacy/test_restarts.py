@@ -18,7 +18,6 @@ from storage.migrate import upgrade
 from storage.models import InferenceRequest
 from tests.conftest import make_settings, postgres_database, register, run_sync
 from tests.legacy.support import (
-    GatewayProcess,
     query,
     set_tier,
     status,
@@ -27,6 +26,7 @@ from tests.legacy.support import (
     wait_final,
     wait_until,
 )
+from tests.processes import GatewayProcess, gateway_env
 from tests.servers import running
 
 T = InferenceRequest.__table__
@@ -83,10 +83,11 @@ def test_graceful_shutdown_puts_running_jobs_back(fresh_database: str, tmp_path:
 
 def test_sigkill_and_restart_finishes_every_job_once(fresh_database: str,
                                                      tmp_path: Path) -> None:
-    settings = {"demo_delay_ms": 20, "job_workers": 3, "job_lease_seconds": 2}
+    env = gateway_env(tmp_path, DATABASE_URL=fresh_database, GATEWAY_DEMO_DELAY_MS="20",
+                      GATEWAY_JOB_WORKERS="3", GATEWAY_JOB_LEASE_SECONDS="2")
     procs: list[GatewayProcess] = []
     try:
-        first = GatewayProcess(tmp_path, fresh_database, tmp_path / "first.log", **settings)
+        first = GatewayProcess(env, tmp_path / "first.log")
         procs.append(first)
         first.wait_ready()
         acct = register(first.url)
@@ -102,7 +103,7 @@ def test_sigkill_and_restart_finishes_every_job_once(fresh_database: str,
         assert len(interrupted) == 3 and all(before[i].status == "pending" for i in ids[3:])
         assert {before[i].lease_owner for i in interrupted} != {None}
 
-        second = GatewayProcess(tmp_path, fresh_database, tmp_path / "second.log", **settings)
+        second = GatewayProcess(env, tmp_path / "second.log")
         procs.append(second)
         second.wait_ready()
         rows = wait_all_final(fresh_database, acct.user_id, 6, timeout=30)
@@ -119,8 +120,9 @@ def test_sigkill_and_restart_finishes_every_job_once(fresh_database: str,
 def test_two_processes_share_a_burst_of_jobs(tmp_path: Path) -> None:
     url = postgres_database("burst")
     run_sync(upgrade, url)
-    settings = {"demo_delay_ms": 3, "job_workers": 4, "job_lease_seconds": 2}
-    procs = [GatewayProcess(tmp_path, url, tmp_path / f"p{i}.log", **settings) for i in range(2)]
+    env = gateway_env(tmp_path, DATABASE_URL=url, GATEWAY_DEMO_DELAY_MS="3",
+                      GATEWAY_JOB_WORKERS="4", GATEWAY_JOB_LEASE_SECONDS="2")
+    procs = [GatewayProcess(env, tmp_path / f"p{i}.log") for i in range(2)]
     try:
         for proc in procs:
             proc.wait_ready()

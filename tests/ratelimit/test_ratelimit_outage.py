@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -16,56 +14,16 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from gateway.ratelimit import Limits, RateLimiterUnavailable
 from gateway.ratelimit.redis_backend import RedisRateLimiter
 from gateway.ratelimit.sql_backend import SqlRateLimiter
+from tests.processes import RedisProcess, free_port
 
-REDIS_SERVER = "/usr/bin/redis-server"
 PLAN = Limits(requests_per_minute=5, tokens_per_minute=1000, concurrent_requests=2)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class RedisProcess:
-    """A throwaway redis-server on a loopback port that the test can kill and restart."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self._proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            time.sleep(0.02)
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
-
-    def kill(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait()
-            self._proc = None
-
-
 @pytest.fixture
-def redis_process() -> Iterator[RedisProcess]:
-    if not os.access(REDIS_SERVER, os.X_OK):
-        pytest.skip(f"{REDIS_SERVER} is not installed")
-    server = RedisProcess(free_port())
-    server.start()
+def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
+    server = RedisProcess(tmp_path)
     yield server
-    server.kill()
+    server.stop()
 
 
 async def test_redis_outage_fails_open_or_closed_and_recovers(
@@ -79,7 +37,7 @@ async def test_redis_outage_fails_open_or_closed_and_recovers(
         assert before.allowed and before.lease is not None
         assert (await strict.acquire("bob", PLAN, 10)).allowed
 
-        redis_process.kill()
+        redis_process.stop()
         started = time.monotonic()
         opened = await lenient.acquire("alice", PLAN, 10)
         assert opened.allowed and opened.lease is not None and lenient.backend_errors == 1
