@@ -79,6 +79,7 @@ class ChatCall:
         self._lease: Lease | None = None
         self._stream: AsyncIterator[Chunk] | None = None
         self._closed = False
+        self._estimate: Usage | None = None
         self._record = record
         self.prompt_tokens = svc.tokens.messages(parsed.request.messages)
 
@@ -127,12 +128,16 @@ class ChatCall:
             self._ttft = time.perf_counter() - self._t0
 
     def usage(self) -> Usage:
-        """Upstream usage, or a tiktoken count marked as estimated."""
+        """Upstream usage, or a tiktoken count marked as estimated; call once the stream
+        has ended (the count is kept, so the response and ``close`` do not count twice)."""
         if self.transcript.usage is not None:
             return self.transcript.usage
-        completion = sum(self.svc.tokens.text(t) for t in self.transcript.completion_texts())
-        return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=completion,
-                     estimated=True)
+        if self._estimate is None:
+            completion = sum(self.svc.tokens.text(t)
+                             for t in self.transcript.completion_texts())
+            self._estimate = Usage(prompt_tokens=self.prompt_tokens,
+                                   completion_tokens=completion, estimated=True)
+        return self._estimate
 
     async def close(self, status: str, error: str | None = None) -> None:
         """Close upstream, release the slot, settle tokens and queue the row; idempotent."""
