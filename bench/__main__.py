@@ -1,4 +1,4 @@
-"""The benchmark: ``python -m bench run [--quick|--smoke]``, ``profile``, ``mock``."""
+"""The benchmark: ``python -m bench run [--quick|--smoke]``, ``median``, ``profile``, ``mock``."""
 
 from __future__ import annotations
 
@@ -28,6 +28,10 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--variant", default=None,
                      help="experiment: comma-separated bench.variants changes "
                           "(httpcore)")
+    med = sub.add_parser("median", help="the median of several result JSONs, as Markdown")
+    med.add_argument("files", nargs="+", type=Path, help="result JSONs of one mode and variant")
+    med.add_argument("--out", type=Path, default=None,
+                     help="Markdown file or directory (default: bench/results)")
     prof = sub.add_parser("profile", help="py-spy the gateway under non-streaming or SSE load")
     prof.add_argument("kind", choices=["nonstream", "stream"])
     prof.add_argument("--seconds", type=float, default=20)
@@ -51,6 +55,13 @@ def main(argv: list[str] | None = None) -> None:
         runner.run(args.mode or "full", soak_seconds=args.soak_seconds,
                    use_nginx=not args.no_nginx, only=only, out_dir=args.out or runner.RESULTS,
                    keep_work=args.keep_work, variant=args.variant)
+    elif args.command == "median":
+        from bench import median
+
+        try:
+            median.run(args.files, out=args.out)
+        except median.MedianError as exc:
+            parser.error(str(exc))
     elif args.command == "profile":
         from bench import profile
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 Row = dict[str, Any]
 
@@ -24,89 +25,144 @@ def _best_tput(r: dict[str, Any]) -> tuple[str | None, Row]:
     return conns, rows[conns]
 
 
-def _target(metric: str, value: Any, target: str, ok: Callable[[Any], bool],
-            direct: Any = None, nginx: Any = None) -> Row:
-    result = "n/a" if value is None else ("PASS" if ok(value) else "MISS")
-    return {"metric": metric, "gateway": value, "direct": direct, "nginx": nginx,
-            "target": target, "result": result}
+@dataclass(frozen=True)
+class Threshold:
+    """A headline metric: what it is called, its target as written, and the test of a value."""
+
+    name: str
+    target: str
+    ok: Callable[[Any], bool]
 
 
-def targets(r: dict[str, Any]) -> list[Row]:
-    """Each result next to its target (SQLite + memory limiter, auth and persistence on)."""
-    rows: list[Row] = []
+# The one table of targets (one gateway core, SQLite + memory limiter, auth and persistence
+# on); `targets` (one run) and bench.median (several runs) both judge values against it.
+THRESHOLDS: dict[str, Threshold] = {
+    "rps": Threshold("non-streaming req/s", "≥ 2,500 (stretch 4,000)", lambda v: v >= 2500),
+    "cpu_us_per_req": Threshold("CPU µs per request (same run)", "≤ 300", lambda v: v <= 300),
+    "rps_256_pct": Threshold("req/s at 256 conns, % of best", "≥ 80 (no collapse)",
+                             lambda v: v >= 80),
+    "added_p50_ms": Threshold("added latency, one at a time, p50 (ms)", "≤ 0.5",
+                              lambda v: v <= 0.5),
+    "added_p99_ms": Threshold("added latency, one at a time, p99 (ms)", "≤ 2.0",
+                              lambda v: v <= 2.0),
+    "fixed_p99_ms": Threshold("p99 at 50% of capacity (ms)", "≤ 5", lambda v: v <= 5),
+    "fixed_best_rate": Threshold("highest fixed rate with p99 ≤ 5 ms (req/s)",
+                                 "≥ 1,250 (50% of 2,500)", lambda v: v >= 1250),
+    "events_per_s": Threshold("SSE events/s at saturation", "≥ 20,000", lambda v: v >= 20000),
+    "cpu_us_per_event": Threshold("CPU µs per SSE event", "≤ 50", lambda v: v <= 50),
+    "added_ttft_p50_ms": Threshold("added TTFT p50 (ms)", "≤ 1", lambda v: v <= 1),
+    "idle_rss_mb": Threshold("idle RSS (MB)", "≤ 100", lambda v: v <= 100),
+    "streams_open_pct": Threshold("% of streams open within the time budget", "100",
+                                  lambda v: v >= 100),
+    "streams_per_gb": Threshold("marginal open streams per GB of RSS", "≥ 10,000",
+                                lambda v: v >= 10000),
+    "soak_rss_growth_pct": Threshold("soak RSS growth after warm-up (%)", "≤ 5 (levels off)",
+                                     lambda v: v <= 5),
+    "soak_writer_drops": Threshold("soak writer drops", "0", lambda v: v == 0),
+}
+
+
+class Reading(NamedTuple):
+    """One run's value of a THRESHOLDS metric, with the mock-direct and nginx references."""
+
+    metric: str
+    gateway: Any
+    direct: Any = None
+    nginx: Any = None
+    which: str = ""  # tells apart rows of one metric ("20 chunks"): part of the row's identity
+    note: str = ""  # this run's context ("best at 16 conns"): not part of it
+
+
+def label(metric: str, which: str = "", note: str = "") -> str:
+    return THRESHOLDS[metric].name + (f", {which}" if which else "") + (
+        f" ({note})" if note else "")
+
+
+def verdict(metric: str, value: Any) -> str:
+    return "n/a" if value is None else ("PASS" if THRESHOLDS[metric].ok(value) else "MISS")
+
+
+def _pct(part: Any, whole: Any) -> float | None:
+    return round(100 * part / whole, 1) if part is not None and whole else None
+
+
+def _pct_at_256(r: dict[str, Any], name: str) -> float | None:
+    """Requests/s at 256 connections as a % of the best over all connection counts."""
+    rows = r.get("throughput") or {}
+    best = max((_get(by, name, "rps") or 0 for by in rows.values()), default=0)
+    return _pct(_get(rows, "256", name, "rps"), best)
+
+
+def _last_point(held: Row) -> Row:
+    return (held.get("points") or [{}])[-1]
+
+
+def _per_gb(point: Row) -> int | None:
+    kb = point.get("kb_per_stream")
+    return round(2**20 / kb) if kb else None
+
+
+def readings(r: dict[str, Any]) -> list[Reading]:
+    """The headline numbers of one run (or of its PostgreSQL + Redis part)."""
+    out: list[Reading] = []
     conns, best = _best_tput(r)
     gw = best.get("gateway", {})
-    rows.append(_target(f"non-streaming req/s (best, {conns} conns)", gw.get("rps"),
-                        "≥ 2,500 (stretch 4,000)", lambda v: v >= 2500,
-                        _get(best, "direct", "rps"), _get(best, "nginx", "rps")))
-    rows.append(_target("CPU µs per request (same run)", gw.get("cpu_us_per_req"), "≤ 300",
-                        lambda v: v <= 300, _get(best, "direct", "cpu_us_per_req"),
-                        _get(best, "nginx", "cpu_us_per_req")))
-    top = _get(r, "throughput", "256", "gateway", "rps")
-    if top is not None and gw.get("rps"):
-        rows.append(_target("req/s at 256 conns vs best", top,
-                            f"no collapse (≥ 80% of {gw['rps']:.0f})",
-                            lambda v: v >= 0.8 * gw["rps"], _get(r, "throughput", "256", "direct",
-                                                                "rps"),
-                            _get(r, "throughput", "256", "nginx", "rps")))
+    out.append(Reading("rps", gw.get("rps"), _get(best, "direct", "rps"),
+                       _get(best, "nginx", "rps"), note=f"best at {conns} conns" if conns else ""))
+    out.append(Reading("cpu_us_per_req", gw.get("cpu_us_per_req"),
+                       _get(best, "direct", "cpu_us_per_req"),
+                       _get(best, "nginx", "cpu_us_per_req")))
+    if _get(r, "throughput", "256") is not None:
+        out.append(Reading("rps_256_pct", *(_pct_at_256(r, n)
+                                            for n in ("gateway", "direct", "nginx"))))
     seq = r.get("sequential") or {}
-    for p, limit in (("p50", 0.5), ("p99", 2.0)):
-        rows.append(_target(f"added latency, one at a time, {p} (ms)",
-                            _get(seq, "gateway", f"added_{p}_ms"), f"≤ {limit}",
-                            lambda v, lim=limit: v <= lim, _get(seq, "direct", f"{p}_ms"),
-                            _get(seq, "nginx", f"added_{p}_ms")))
+    for p in ("p50", "p99"):
+        out.append(Reading(f"added_{p}_ms", _get(seq, "gateway", f"added_{p}_ms"),
+                           _get(seq, "direct", f"{p}_ms"), _get(seq, "nginx", f"added_{p}_ms")))
     fixed = r.get("fixed_rate") or {}
     if fixed:
-        rows.append(_target("p99 at 50% of capacity (ms)", _get(fixed, "at_50pct", "p99_ms"),
-                            "≤ 5", lambda v: v <= 5, _get(fixed, "direct_at_50pct", "p99_ms")))
-        rows.append(_target("highest fixed rate with p99 ≤ 5 ms (req/s)", fixed.get("best_rate"),
-                            "≥ 1,250 (50% of 2,500)", lambda v: v >= 1250))
+        out.append(Reading("fixed_p99_ms", _get(fixed, "at_50pct", "p99_ms"),
+                           _get(fixed, "direct_at_50pct", "p99_ms")))
+        out.append(Reading("fixed_best_rate", fixed.get("best_rate")))
     stream = r.get("streaming") or {}
     if stream:
         chunks = max(stream, key=int)
         sat = stream[chunks]["saturation"]
-        lat = {c: stream[c]["latency"] for c in stream}
-        rows.append(_target(f"SSE events/s at saturation ({chunks} chunks)",
-                            _get(sat, "gateway", "events_per_s"), "≥ 20,000",
-                            lambda v: v >= 20000, _get(sat, "direct", "events_per_s"),
-                            _get(sat, "nginx", "events_per_s")))
-        rows.append(_target("CPU µs per SSE event", _get(sat, "gateway", "cpu_us_per_event"),
-                            "≤ 50", lambda v: v <= 50, _get(sat, "direct", "cpu_us_per_event"),
-                            _get(sat, "nginx", "cpu_us_per_event")))
-        for c in sorted(lat, key=int):
-            rows.append(_target(f"added TTFT p50, {c} chunks (ms)",
-                                _get(lat[c], "gateway", "added_ttft_p50_ms"), "≤ 1",
-                                lambda v: v <= 1, _get(lat[c], "direct", "ttft_p50_ms"),
-                                _get(lat[c], "nginx", "added_ttft_p50_ms")))
+        out.append(Reading("events_per_s", *(_get(sat, n, "events_per_s")
+                                             for n in ("gateway", "direct", "nginx")),
+                           note=f"{chunks} chunks"))
+        out.append(Reading("cpu_us_per_event", *(_get(sat, n, "cpu_us_per_event")
+                                                 for n in ("gateway", "direct", "nginx"))))
+        for c in sorted(stream, key=int):
+            lat = stream[c]["latency"]
+            out.append(Reading("added_ttft_p50_ms", _get(lat, "gateway", "added_ttft_p50_ms"),
+                               _get(lat, "direct", "ttft_p50_ms"),
+                               _get(lat, "nginx", "added_ttft_p50_ms"), which=f"{c} chunks"))
     held = _get(r, "open_streams", "gateway") or {}
     if held:
-        rows.append(_target("idle RSS (MB)", held.get("idle_rss_mb"), "≤ 100",
-                            lambda v: v <= 100, None, _get(r, "open_streams", "nginx",
-                                                           "idle_rss_mb")))
-        last = (held.get("points") or [{}])[-1]
-        kb = last.get("kb_per_stream")
-        per_gb = round(2**20 / kb) if kb else None
-        nginx_kb = (_get(r, "open_streams", "nginx", "points") or [{}])[-1].get("kb_per_stream")
-        rows.append(_target(f"streams open of {last.get('streams')} asked (within the time budget)",
-                            last.get("started"), f"{last.get('streams')}",
-                            lambda v: v >= (last.get("streams") or 0), None,
-                            ((_get(r, "open_streams", "nginx", "points") or [{}])[-1]
-                             .get("started"))))
-        rows.append(_target(f"open streams per GB of RSS (marginal, at {last.get('started')})",
-                            per_gb,
-                            "≥ 10,000", lambda v: v >= 10000, None,
-                            round(2**20 / nginx_kb) if nginx_kb else None))
+        ngx = _get(r, "open_streams", "nginx") or {}
+        last, ngx_last = _last_point(held), _last_point(ngx)
+        out.append(Reading("idle_rss_mb", held.get("idle_rss_mb"), None, ngx.get("idle_rss_mb")))
+        out.append(Reading("streams_open_pct", _pct(last.get("started"), last.get("streams")),
+                           None, _pct(ngx_last.get("started"), ngx_last.get("streams")),
+                           note=f"{fmt(last.get('streams'))} asked"))
+        out.append(Reading("streams_per_gb", _per_gb(last), None, _per_gb(ngx_last),
+                           note=f"at {fmt(last.get('started'))} open"))
     soak = r.get("soak") or {}
     if soak:
-        rows.append(_target("soak RSS growth after warm-up (%)",
-                            soak.get("rss_growth_after_warmup_pct"), "≤ 5 (levels off)",
-                            lambda v: v <= 5))
-        rows.append(_target("soak writer drops", soak.get("writer_dropped"), "0",
-                            lambda v: v == 0))
-    return rows
+        out.append(Reading("soak_rss_growth_pct", soak.get("rss_growth_after_warmup_pct")))
+        out.append(Reading("soak_writer_drops", soak.get("writer_dropped")))
+    return out
 
 
-def _fmt(v: Any) -> str:
+def targets(r: dict[str, Any]) -> list[Row]:
+    """Each headline result of one run next to its target, with PASS/MISS."""
+    return [{"metric": label(x.metric, x.which, x.note), "gateway": x.gateway,
+             "direct": x.direct, "nginx": x.nginx, "target": THRESHOLDS[x.metric].target,
+             "result": verdict(x.metric, x.gateway)} for x in readings(r)]
+
+
+def fmt(v: Any) -> str:
     if v is None:
         return "–"
     if isinstance(v, float):
@@ -116,9 +172,9 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _table(head: list[str], rows: list[list[Any]]) -> list[str]:
+def table(head: list[str], rows: list[list[Any]]) -> list[str]:
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    out += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    out += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
     return [*out, ""]
 
 
@@ -137,11 +193,11 @@ def markdown(r: dict[str, Any]) -> str:
     md = [f"# Gateway benchmark — {meta.get('mode')} run, {meta.get('started')}", ""]
     md += [f"- {n}" for n in r.get("notes", [])] + [""]
     md += ["## Targets", ""]
-    md += _table(["metric", "gateway", "mock direct", "nginx", "target", "result"],
+    md += table(["metric", "gateway", "mock direct", "nginx", "target", "result"],
                  [[t["metric"], t["gateway"], t["direct"], t["nginx"], t["target"], t["result"]]
                   for t in r.get("targets", [])])
     if (mock := r.get("mock_selfcheck")):
-        md += [f"Mock alone: {_fmt(mock.get('rps'))} req/s, {_fmt(mock.get('cpu_us_per_req'))} "
+        md += [f"Mock alone: {fmt(mock.get('rps'))} req/s, {fmt(mock.get('cpu_us_per_req'))} "
                "µs CPU/req (it shares a core with the load generator).", ""]
     md += _sections(r)
     if (backends := r.get("backends")):
@@ -158,7 +214,7 @@ def _sections(r: dict[str, Any], level: str = "##") -> list[str]:
     md: list[str] = []
     if (seq := r.get("sequential")):
         md += [f"{level} 1. Non-streaming, one request at a time", ""]
-        md += _table(["target", "p50 ms", "p99 ms", "added p50", "added p99", "CPU µs/req"],
+        md += table(["target", "p50 ms", "p99 ms", "added p50", "added p99", "CPU µs/req"],
                      [[n, d.get("p50_ms"), d.get("p99_ms"), d.get("added_p50_ms"),
                        d.get("added_p99_ms"), d.get("cpu_us_per_req")] for n, d in seq.items()])
     if (tput := r.get("throughput")):
@@ -170,22 +226,22 @@ def _sections(r: dict[str, Any], level: str = "##") -> list[str]:
                 row.append(_get(d, "writer", "dropped"))
                 row.append(d.get("db_redis_cpu_us_per_req"))
                 rows.append(row)
-        md += _table(["target @ conns", *_LOAD_COLS, "writer drops", "db+redis µs/req"], rows)
+        md += table(["target @ conns", *_LOAD_COLS, "writer drops", "db+redis µs/req"], rows)
     if (burst := r.get("after_burst")):
         g = burst["gateway"]
         md += [f"Right after the {burst['after_conns']}-connection step, without a restart, one "
-               f"request at a time: p50 {_fmt(g.get('p50_ms'))} ms, p99 {_fmt(g.get('p99_ms'))} "
-               f"ms, {_fmt(g.get('cpu_us_per_req'))} µs CPU/req (fresh gateway: p50 "
-               f"{_fmt(burst.get('fresh_p50_ms'))} ms, {_fmt(burst.get('fresh_cpu_us_per_req'))}"
+               f"request at a time: p50 {fmt(g.get('p50_ms'))} ms, p99 {fmt(g.get('p99_ms'))} "
+               f"ms, {fmt(g.get('cpu_us_per_req'))} µs CPU/req (fresh gateway: p50 "
+               f"{fmt(burst.get('fresh_p50_ms'))} ms, {fmt(burst.get('fresh_cpu_us_per_req'))}"
                " µs CPU/req).", ""]
     if (fixed := r.get("fixed_rate")):
         md += [f"{level} 2b. Fixed rate (open loop, latency from the scheduled send time)", "",
-               f"Capacity {_fmt(fixed['capacity_rps'])} req/s; highest rate tried with p99 ≤ "
-               f"{fixed['budget_p99_ms']} ms: **{_fmt(fixed.get('best_rate'))} req/s**.", ""]
+               f"Capacity {fmt(fixed['capacity_rps'])} req/s; highest rate tried with p99 ≤ "
+               f"{fixed['budget_p99_ms']} ms: **{fmt(fixed.get('best_rate'))} req/s**.", ""]
         rows = [_load_row(f"gateway {p['fraction']:.0%}", p) for p in fixed["points"]]
         if fixed.get("direct_at_50pct"):
             rows.append(_load_row("direct at 50%", fixed["direct_at_50pct"]))
-        md += _table(["rate", *_LOAD_COLS], rows)
+        md += table(["rate", *_LOAD_COLS], rows)
     if (stream := r.get("streaming")):
         md += [f"{level} 3. Streaming (upstream chunks 1 ms apart)", ""]
         rows = []
@@ -196,7 +252,7 @@ def _sections(r: dict[str, Any], level: str = "##") -> list[str]:
                              v.get("gap_p50_ms"), v.get("gap_p99_ms"), v.get("added_gap_p50_ms"),
                              v.get("added_gap_p99_ms")])
         md += ["One stream at a time:", ""]
-        md += _table(["target", "TTFT p50", "TTFT p99", "added TTFT p50", "gap p50", "gap p99",
+        md += table(["target", "TTFT p50", "TTFT p99", "added TTFT p50", "gap p50", "gap p99",
                       "added gap p50", "added gap p99"], rows)
         rows = []
         for chunks, d in stream.items():
@@ -206,7 +262,7 @@ def _sections(r: dict[str, Any], level: str = "##") -> list[str]:
                              v.get("ttft_p99_ms"), v.get("errors"),
                              v.get("db_redis_cpu_us_per_req")])
         md += ["Saturation (many concurrent streams):", ""]
-        md += _table(["target", "streams", "events/s", "CPU µs/event", "CPU cores",
+        md += table(["target", "streams", "events/s", "CPU µs/event", "CPU cores",
                       "TTFT p99 ms", "errors", "db+redis µs/stream"], rows)
     if (anth := r.get("anthropic")):
         md += [f"{level} Anthropic route (OpenAI in, Messages API upstream)", ""]
@@ -217,7 +273,7 @@ def _sections(r: dict[str, Any], level: str = "##") -> list[str]:
                 rows.append([f"{kind} {name}", v.get("rps"), v.get("events_per_s"),
                              v.get("cpu_us_per_req"), v.get("cpu_us_per_event"), v.get("p99_ms"),
                              v.get("errors")])
-        md += _table(["run", "req/s", "events/s", "CPU µs/req", "CPU µs/event", "p99 ms",
+        md += table(["run", "req/s", "events/s", "CPU µs/req", "CPU µs/event", "p99 ms",
                       "errors"], rows)
     if (held := r.get("open_streams")):
         md += [f"{level} 4. Open streams (upstream sends one chunk a second)", ""]
@@ -228,13 +284,13 @@ def _sections(r: dict[str, Any], level: str = "##") -> list[str]:
                              p["rss_mb"], p["kb_per_stream"], p["cpu_cores_holding"],
                              p["open_seconds"], d.get("rss_after_close_mb"),
                              d.get("upstream_left_open")])
-        md += _table(["target", "idle RSS MB", "streams", "started", "failed", "RSS MB",
+        md += table(["target", "idle RSS MB", "streams", "started", "failed", "RSS MB",
                       "kB/stream", "CPU cores", "open s", "RSS after close",
                       "upstream left open"], rows)
     if (soak := r.get("soak")):
-        md += [f"{level} 5. Soak ({_fmt(soak['seconds'])} s at {_fmt(soak['rate'])} req/s + "
+        md += [f"{level} 5. Soak ({fmt(soak['seconds'])} s at {fmt(soak['rate'])} req/s + "
                f"{soak['streams']} looping streams)", ""]
-        md += _table(["RSS start", "after warm-up", "end", "max", "growth MB", "slope MB/min",
+        md += table(["RSS start", "after warm-up", "end", "max", "growth MB", "slope MB/min",
                       "writer drops", "max pending", "written", "p99 ms", "errors"],
                      [[soak["rss_start_mb"], soak["rss_after_warmup_mb"], soak["rss_end_mb"],
                        soak["rss_max_mb"], soak["rss_growth_after_warmup_mb"],

@@ -18,15 +18,27 @@ REPO = Path(__file__).resolve().parents[2]
 pytest.importorskip("uvloop", reason="the bench extra is not installed (pip install -e '.[bench]')")
 
 
-def test_smoke_run_writes_a_well_formed_result(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def smoke_result(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The JSON of one smoke run, shared by the tests of this module (it runs once)."""
+    out = tmp_path_factory.mktemp("smoke")
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "run", "--smoke", "--no-backends", "--out", str(tmp_path)],
+        [sys.executable, "-m", "bench", "run", "--smoke", "--no-backends", "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = sorted(tmp_path.glob("*-smoke.json"))
-    assert len(results) == 1, list(tmp_path.iterdir())
-    data = json.loads(results[0].read_text())
-    assert (tmp_path / results[0].name.replace(".json", ".md")).read_text().startswith("# ")
+    results = sorted(out.glob("*-smoke.json"))
+    assert len(results) == 1, list(out.iterdir())
+    return results[0]
+
+
+def _median(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bench", "median", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_smoke_run_writes_a_well_formed_result(smoke_result: Path) -> None:
+    data = json.loads(smoke_result.read_text())
+    assert smoke_result.with_suffix(".md").read_text().startswith("# ")
 
     assert data["meta"]["mode"] == "smoke"
     check = data["check"]
@@ -58,3 +70,38 @@ def test_smoke_run_writes_a_well_formed_result(tmp_path: Path) -> None:
 
     assert data["targets"] and all(t["result"] in ("PASS", "MISS", "n/a")
                                    for t in data["targets"])
+
+
+def test_median_of_three_runs(smoke_result: Path, tmp_path: Path) -> None:
+    """Three copies of the one smoke result, with planted numbers: the median is the middle."""
+    data = json.loads(smoke_result.read_text())
+    paths = []
+    for i, rps in enumerate((2000.0, 9000.0, 3000.0)):
+        run = json.loads(json.dumps(data))
+        run["meta"]["git"] = f"commit{i}"
+        for by in run["throughput"].values():
+            by["gateway"]["rps"] = rps
+        if i == 1:
+            run["soak"]["writer_dropped"] = 7
+        else:
+            del run["soak"]
+        paths.append(tmp_path / f"run{i}-smoke.json")
+        paths[-1].write_text(json.dumps(run))
+
+    out = tmp_path / "median.md"
+    proc = _median(*map(str, paths), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    md = out.read_text()
+    assert md.startswith("# Gateway benchmark — median of 3 smoke runs")
+    assert all(f"| run{i}-smoke.json |" in md and f"commit{i}" in md for i in range(3))
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines()}
+    rps = next(line for name, line in rows.items() if name.startswith("non-streaming req/s"))
+    assert "| 3,000 [2,000–9,000] |" in rps and rps.endswith("| PASS |")
+    assert "| 7 (n=1) |" in rows["soak writer drops"] and rows["soak writer drops"].endswith(
+        "| MISS |")
+
+    data["meta"]["mode"] = "quick"
+    paths[0].write_text(json.dumps(data))
+    proc = _median(*map(str, paths), "--out", str(tmp_path / "mixed.md"))
+    assert proc.returncode != 0 and "mix modes" in proc.stderr
+    assert not (tmp_path / "mixed.md").exists()
