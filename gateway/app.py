@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
 
 from gateway.auth.credentials import ApiKeyHasher, JwtCodec, PasswordHasher
 from gateway.auth.principal import Authenticator
@@ -19,12 +20,12 @@ from gateway.catalog import ModelCatalog
 from gateway.chat.call import CallServices
 from gateway.errors import APIError, handle_api_error, handle_http_exception, handle_unexpected
 from gateway.jobs import JobRunner
-from gateway.middleware import BodySizeLimitMiddleware, ResponseHeadersMiddleware
+from gateway.middleware import Envelope
 from gateway.ratelimit import LeaseRenewer, build_limiter
 from gateway.routes import accounts, chat, health, history, legacy, limits
 from gateway.settings import Settings, ensure_secrets
 from gateway.tokens import TokenCounter
-from gateway.upstream_client import build_upstream_client
+from gateway.upstream_client import build_upstream_transport
 from providers.base import ProviderConfig
 from providers.registry import ProviderRegistry
 from storage.accounts import AccountRepository
@@ -47,7 +48,7 @@ def provider_configs(settings: Settings) -> list[ProviderConfig]:
 
 
 def create_app(settings: Settings, *,
-               upstream_transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+               upstream_transport: httpx.AsyncBaseTransport | None = None) -> Envelope:
     """Build the ASGI app; ``upstream_transport`` replaces the upstream pool (bench, tests)."""
     settings = ensure_secrets(settings)
 
@@ -84,8 +85,8 @@ def create_app(settings: Settings, *,
                                          min_length=settings.password_min_length)
         state.auth = Authenticator(state.accounts, state.hasher, state.jwt,
                                    ttl=settings.auth_cache_seconds, touch=state.writer.touch_key)
-        state.http = build_upstream_client(settings.upstream_max_connections,
-                                           upstream_transport)
+        state.http = upstream_transport or build_upstream_transport(
+            settings.upstream_max_connections)
         state.providers = ProviderRegistry()  # every installed provider plugin
         state.providers.build(provider_configs(settings), state.http)
         live = {name: state.providers.get(name) for name in state.providers.names()}
@@ -118,22 +119,30 @@ def create_app(settings: Settings, *,
                 await state.redis.aclose()
             await state.engine.dispose()
 
-    middleware = [
-        Middleware(ResponseHeadersMiddleware, trust_forwarded=settings.trust_forwarded),
-        Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
-    ]
-    if settings.cors_origins:  # no CORS layer at all (and its cost per event) when unused
-        middleware.insert(1, Middleware(
-            CORSMiddleware, allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-            allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
-            expose_headers=["x-request-id", "retry-after", "retry-after-ms",
-                            "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
-                            "x-ratelimit-reset-requests", "x-ratelimit-limit-tokens",
-                            "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"]))
+    cors = cors_layer(settings)
     routes = [*health.routes, *accounts.routes, *chat.routes, *limits.routes,
               *legacy.routes, *history.routes, static_app.mount()]
-    return Starlette(
-        routes=routes, middleware=middleware, lifespan=lifespan,
+    app = Starlette(
+        routes=routes, middleware=[cors] if cors else [], lifespan=lifespan,
         exception_handlers={APIError: handle_api_error, HTTPException: handle_http_exception,
                             Exception: handle_unexpected})
+    hot: ASGIApp = chat.endpoint
+    if cors:
+        hot = cors.cls(hot, *cors.args, **cors.kwargs)
+    return Envelope(app, max_body_bytes=settings.max_body_bytes,
+                    trust_forwarded=settings.trust_forwarded,
+                    fast={("POST", "/v1/chat/completions"): hot})
+
+
+def cors_layer(settings: Settings) -> Middleware | None:
+    """CORS only when origins are configured: no layer at all (and no cost) otherwise."""
+    if not settings.cors_origins:
+        return None
+    return Middleware(
+        CORSMiddleware, allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
+        expose_headers=["x-request-id", "retry-after", "retry-after-ms",
+                        "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+                        "x-ratelimit-reset-requests", "x-ratelimit-limit-tokens",
+                        "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"])

@@ -82,6 +82,10 @@ async def handle_http_exception(_request: Request, exc: Exception) -> Response:
     return APIError(exc.status_code, exc.detail or "error", headers=exc.headers).response()
 
 
-async def handle_unexpected(_request: Request, _exc: Exception) -> Response:
+def internal_error() -> APIError:
     return APIError(500, "The gateway hit an internal error; it has been logged.",
-                    type="server_error", code="internal_error").response()
+                    type="server_error", code="internal_error")
+
+
+async def handle_unexpected(_request: Request, _exc: Exception) -> Response:
+    return internal_error().response()

@@ -1,38 +1,77 @@
-"""Pure ASGI middleware: response headers (request id, security) and the body-size limit."""
+"""The outermost ASGI layer: what every response carries, the body limit, the hot route.
+
+One pure-ASGI wrapper instead of a middleware stack: each layer of coroutines is walked
+again every time a request resumes (each upstream read, each streamed event), and on the
+one route that carries the traffic, ``POST /v1/chat/completions``, Starlette's router and
+exception wrappers cost more than the route's own work (see bench/README.md). That route
+is therefore called directly; every other request goes through the Starlette app.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
-import uuid
+import secrets
+from collections.abc import Mapping
+from itertools import count
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import APIError
+from gateway.errors import APIError, internal_error
+
+log = logging.getLogger("gateway")
 
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'; "
+       "object-src 'none'")
+_COMMON = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"content-security-policy", CSP.encode()),
+)
+_TLS = (*_COMMON, (b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
 
-class ResponseHeadersMiddleware:
-    """Headers every response carries: its request id (a sane incoming ``x-request-id`` is
-    honoured) and what helmet sets (no sniffing, no framing, no referrer, a CSP, HSTS
-    under TLS). One send wrapper for both: it runs for every streamed event."""
 
-    CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-           "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'; "
-           "object-src 'none'")
+class RequestIds:
+    """``req_`` + a random per-process prefix + a counter: unique across processes and
+    restarts without a syscall per request (``uuid4`` reads the OS random source)."""
 
-    def __init__(self, app: ASGIApp, *, trust_forwarded: bool = False) -> None:
+    def __init__(self) -> None:
+        self._prefix = "req_" + secrets.token_hex(8)
+        self._next = count(1).__next__
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{self._next():012x}"
+
+
+def body_too_large(max_bytes: int) -> APIError:
+    return APIError(413, f"Request body is larger than {max_bytes} bytes.",
+                    code="request_too_large")
+
+
+class Envelope:
+    """Request id (a sane incoming ``x-request-id`` is honoured), the headers helmet sets
+    (no sniffing, no framing, no referrer, a CSP, HSTS under TLS), the body-size limit
+    (413 by Content-Length or while the body streams in), and dispatch: ``fast`` routes by
+    ``(method, path)``, the rest to ``app``."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, trust_forwarded: bool = False,
+                 fast: Mapping[tuple[str, str], ASGIApp] | None = None) -> None:
         self.app = app
+        self.max_body_bytes = max_body_bytes
         self.trust_forwarded = trust_forwarded
-        self._common = [
-            (b"x-content-type-options", b"nosniff"),
-            (b"x-frame-options", b"DENY"),
-            (b"referrer-policy", b"no-referrer"),
-            (b"cross-origin-opener-policy", b"same-origin"),
-            (b"content-security-policy", self.CSP.encode()),
-        ]
-        self._tls = [*self._common,
-                     (b"strict-transport-security", b"max-age=31536000; includeSubDomains")]
+        self.fast = dict(fast or {})
+        self.request_ids = RequestIds()
+
+    @property
+    def state(self) -> Any:
+        """The Starlette app's state (the lifespan's long-lived objects)."""
+        return self.app.state  # type: ignore[attr-defined]
 
     def _is_tls(self, scope: Scope) -> bool:
         if scope.get("scheme") == "https":
@@ -48,64 +87,51 @@ class ResponseHeadersMiddleware:
             await self.app(scope, receive, send)
             return
         rid = None
+        declared = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 candidate = value.decode("latin-1")
                 if _SANE_REQUEST_ID.match(candidate):
                     rid = candidate
-                break
-        if rid is None:
-            rid = "req_" + uuid.uuid4().hex
+            elif name == b"content-length":
+                declared = value
+        rid = rid or self.request_ids()
         scope.setdefault("state", {})["request_id"] = rid
-        extra = [(b"x-request-id", rid.encode()),
-                 *(self._tls if self._is_tls(scope) else self._common)]
+        extra = ((b"x-request-id", rid.encode()), *(_TLS if self._is_tls(scope) else _COMMON))
+        started = False
 
         async def send_with_headers(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *extra]
+                started = True
+                message["headers"] = [*message.get("headers", ()), *extra]
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
-
-
-class BodySizeLimitMiddleware:
-    """Refuse bodies over ``max_bytes`` with 413, by Content-Length or while streaming in."""
-
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    def _too_large(self) -> APIError:
-        return APIError(413, f"Request body is larger than {self.max_bytes} bytes.",
-                        code="request_too_large")
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        limit = self.max_body_bytes
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await body_too_large(limit).response()(scope, receive, send_with_headers)
             return
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                if value.isdigit() and int(value) > self.max_bytes:
-                    await self._too_large().response()(scope, receive, send)
-                    return
-                break
         received = 0
 
         async def limited_receive() -> Message:
+            # Routes read the whole body before they answer: the 413 is an ordinary error.
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLarge
+                if received > limit:
+                    raise body_too_large(limit)
             return message
 
+        endpoint = self.fast.get((scope["method"], scope["path"]))
+        if endpoint is None:
+            await self.app(scope, limited_receive, send_with_headers)
+            return
+        scope["app"] = self.app
         try:
-            await self.app(scope, limited_receive, send)
-        except _BodyTooLarge:
-            # Routes read the whole body before they answer, so nothing was sent yet.
-            await self._too_large().response()(scope, receive, send)
-
-
-class _BodyTooLarge(Exception):
-    pass
+            await endpoint(scope, limited_receive, send_with_headers)
+        except Exception:
+            if started:
+                raise
+            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            await internal_error().response()(scope, receive, send_with_headers)

@@ -37,7 +37,7 @@ from providers.upstream import (
     error_class_for_status,
     load_json,
     make_error,
-    merged_headers,
+    upstream_headers,
     parse_retry_after,
 )
 
@@ -199,8 +199,8 @@ class AnthropicProvider(HTTPStreamProvider):
     supports_n: ClassVar[bool] = False
     default_base_url: ClassVar[str] = "https://api.anthropic.com"
 
-    def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
-        super().__init__(config, client)
+    def __init__(self, config: ProviderConfig, transport: httpx.AsyncBaseTransport) -> None:
+        super().__init__(config, transport)
         # Built once per provider, not per call.
         self._messages_url = httpx.URL(f"{self._base_url}/v1/messages")
         self._default_max = int(config.options.get("default_max_tokens", DEFAULT_MAX_TOKENS))
@@ -208,7 +208,7 @@ class AnthropicProvider(HTTPStreamProvider):
                    "anthropic-version": ANTHROPIC_VERSION}
         if config.api_key:
             headers["x-api-key"] = config.api_key
-        self._stream_headers = merged_headers(headers, config)
+        self._stream_headers = upstream_headers(headers, config)
 
     def prepare(self, req: ChatRequest, ctx: CallContext) -> UpstreamCall:
         """Translate the request (raises UpstreamBadRequest for what cannot be)."""

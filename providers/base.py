@@ -1,7 +1,7 @@
 """The provider contract: canonical request in, an async stream of typed chunks out.
 
 A provider never writes SSE, never touches storage and never reads ``os.environ``;
-everything it needs arrives through ``ProviderConfig`` and the shared ``httpx.AsyncClient``.
+everything it needs arrives through ``ProviderConfig`` and the shared ``httpx.AsyncBaseTransport``.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class ModelInfo:
 
 @runtime_checkable
 class Provider(Protocol):
-    """What every provider plugin implements. Build one with ``Kind(config, client)``."""
+    """What every provider plugin implements. Build one with ``Kind(config, transport)``."""
 
     kind: ClassVar[str]
     supports_n: ClassVar[bool]
@@ -116,9 +116,10 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None:
-        """Release anything the provider holds (not the shared client)."""
+        """Release anything the provider holds (not the shared transport)."""
         ...
 
 
 class ProviderFactory(Protocol):
-    def __call__(self, config: ProviderConfig, client: httpx.AsyncClient) -> Provider: ...
+    def __call__(self, config: ProviderConfig,
+                 transport: httpx.AsyncBaseTransport) -> Provider: ...

@@ -73,7 +73,8 @@ class DemoProvider:
     kind: ClassVar[str] = "demo"
     supports_n: ClassVar[bool] = True
 
-    def __init__(self, config: ProviderConfig, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, config: ProviderConfig,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.config = config
         self._delay = float(config.options.get("delay_ms", DEFAULT_DELAY_MS)) / 1000.0
 

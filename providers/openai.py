@@ -17,11 +17,12 @@ from providers.openai_format import (
     parse_model_list,
 )
 from providers.upstream import (
+    HeaderList,
     HTTPStreamProvider,
     UpstreamCall,
     load_json,
     map_transport_errors,
-    merged_headers,
+    upstream_headers,
 )
 
 
@@ -35,19 +36,19 @@ class OpenAIProvider(HTTPStreamProvider):
     send_stream_options: ClassVar[bool] = True
     parser_class: ClassVar[type[OpenAIStreamParser]] = OpenAIStreamParser
 
-    def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
-        super().__init__(config, client)
+    def __init__(self, config: ProviderConfig, transport: httpx.AsyncBaseTransport) -> None:
+        super().__init__(config, transport)
         # Built once: parsing the URL and merging headers per call showed up in profiles.
         self._chat_url = httpx.URL(f"{self._base_url}/chat/completions")
+        self._models_url = httpx.URL(f"{self._base_url}/models")
         self._stream_headers = self._headers("text/event-stream")
         self._include_usage = bool(config.options.get("stream_options",
                                                       self.send_stream_options))
 
     def prepare(self, req: ChatRequest, ctx: CallContext) -> UpstreamCall:
         """The request passed through as-is, forced to stream with usage."""
-        headers = self._stream_headers.copy()
         # OpenAI logs this id, so a support ticket can name our request.
-        headers["x-client-request-id"] = ctx.request_id
+        headers = [*self._stream_headers, ("x-client-request-id", ctx.request_id)]
         return UpstreamCall(url=self._chat_url,
                             body=build_openai_body(req, include_usage=self._include_usage),
                             headers=headers,
@@ -55,14 +56,16 @@ class OpenAIProvider(HTTPStreamProvider):
 
     async def list_models(self) -> list[ModelInfo]:
         """The upstream's ``GET /models`` (either list shape)."""
-        url = f"{self._base_url}/models"
         with map_transport_errors(self.config.name):
-            response = await self._client.get(url, headers=self._headers("application/json"),
-                                              timeout=self._timeout)
+            response = await self.send("GET", self._models_url,
+                                       self._headers("application/json"))
+            try:
+                raw = await response.aread()
+            finally:
+                await response.aclose()
         if response.status_code >= 400:
-            raise self.error_from_response(response.status_code, response.headers,
-                                           response.content)
-        return parse_model_list(load_json(response.content), self.config.name)
+            raise self.error_from_response(response.status_code, response.headers, raw)
+        return parse_model_list(load_json(raw), self.config.name)
 
     def error_from_response(self, status: int, headers: Mapping[str, str],
                             raw: bytes) -> ProviderError:
@@ -73,8 +76,8 @@ class OpenAIProvider(HTTPStreamProvider):
         """Map an OpenAI ``{"error": ...}`` object."""
         return error_from_openai_payload(self.config.name, payload)
 
-    def _headers(self, accept: str) -> httpx.Headers:
+    def _headers(self, accept: str) -> HeaderList:
         headers = {"content-type": "application/json", "accept": accept}
         if self.config.api_key:
             headers["authorization"] = f"Bearer {self.config.api_key}"
-        return merged_headers(headers, self.config)
+        return upstream_headers(headers, self.config)

@@ -58,8 +58,9 @@ class ProviderRegistry:
         """The provider kinds this registry can build."""
         return frozenset(self._kinds)
 
-    def build(self, configs: Iterable[ProviderConfig], client: httpx.AsyncClient) -> None:
-        """Instantiate one provider per config, all sharing ``client``."""
+    def build(self, configs: Iterable[ProviderConfig],
+              transport: httpx.AsyncBaseTransport) -> None:
+        """Instantiate one provider per config, all sharing ``transport``."""
         built: dict[str, Provider] = {}
         for config in configs:
             factory = self._kinds.get(config.kind)
@@ -69,7 +70,7 @@ class ProviderRegistry:
                     f"plugin provides (installed: {', '.join(sorted(self._kinds)) or 'none'})")
             if config.name in built or config.name in self._providers:
                 raise ValueError(f"provider name {config.name!r} is configured twice")
-            built[config.name] = factory(config, client)
+            built[config.name] = factory(config, transport)
         self._providers.update(built)
 
     def get(self, name: str) -> Provider:

@@ -37,6 +37,8 @@ from providers.sse import SSEEvent, aiter_sse
 # an upstream that idles after [DONE] cannot delay the end of our stream.
 DRAIN_TIMEOUT = 0.5
 
+HeaderList = list[tuple[str, str]]
+
 _STATUS_ERRORS: dict[int, type[ProviderError]] = {
     400: UpstreamBadRequest,
     401: UpstreamAuthError,
@@ -131,10 +133,11 @@ def map_transport_errors(upstream: str) -> Iterator[None]:
             "check its base_url") from exc
 
 
-def build_timeout(config: ProviderConfig) -> httpx.Timeout:
-    """Per-request timeouts: read bounds the first byte and every gap between chunks."""
+def build_timeout(config: ProviderConfig) -> dict[str, float]:
+    """httpx's per-request ``timeout`` extension: read bounds the first byte and every gap
+    between chunks; pool bounds the wait for a free connection."""
     return httpx.Timeout(connect=config.connect_timeout, read=config.read_timeout,
-                         write=config.read_timeout, pool=config.connect_timeout)
+                         write=config.read_timeout, pool=config.connect_timeout).as_dict()
 
 
 class StreamParser(Protocol):
@@ -158,9 +161,9 @@ class StreamParser(Protocol):
 class UpstreamCall(NamedTuple):
     """Everything needed to make one streaming call."""
 
-    url: httpx.URL | str
+    url: httpx.URL
     body: Mapping[str, Any]
-    headers: Mapping[str, str]
+    headers: HeaderList
     parser: StreamParser
 
 
@@ -171,14 +174,26 @@ class HTTPStreamProvider(ABC):
     supports_n: ClassVar[bool]
     default_base_url: ClassVar[str]
 
-    def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
+    def __init__(self, config: ProviderConfig, transport: httpx.AsyncBaseTransport) -> None:
         self.config = config
-        self._client = client
+        self._transport = transport
         self._base_url = (config.base_url or self.default_base_url).rstrip("/")
         self._timeout = build_timeout(config)
 
     async def aclose(self) -> None:  # noqa: B027  (a default, not an abstract hook)
-        """Nothing to release: the shared client belongs to the gateway."""
+        """Nothing to release: the shared transport belongs to the gateway."""
+
+    async def send(self, method: str, url: httpx.URL, headers: HeaderList,
+                   content: bytes = b"") -> httpx.Response:
+        """One request through the shared transport; the caller closes the response.
+
+        Straight to the transport rather than through ``httpx.AsyncClient``: the client's
+        per-request flows (cookies, auth, redirects, URL and header merging) cost more CPU
+        than aiohttp's whole request, and an upstream call needs none of them.
+        """
+        request = httpx.Request(method, url, headers=headers, content=content,
+                                extensions={"timeout": self._timeout})
+        return await self._transport.handle_async_request(request)
 
     @abstractmethod
     def error_from_response(self, status: int, headers: Mapping[str, str],
@@ -201,11 +216,11 @@ class HTTPStreamProvider(ABC):
         call = self.prepare(req, ctx)
         parser = call.parser
         with map_transport_errors(self.config.name):
-            async with self._client.stream("POST", call.url, content=orjson.dumps(call.body),
-                                           headers=call.headers,
-                                           timeout=self._timeout) as response:
+            response = await self.send("POST", call.url, call.headers, orjson.dumps(call.body))
+            try:
                 await self._check_response(response)
-                events = aiter_sse(response.aiter_bytes())
+                # The raw body: we never ask for a content-encoding (see upstream_headers).
+                events = aiter_sse(aiter(response.stream))  # type: ignore[arg-type]
                 async with aclosing(events):
                     async for event in events:
                         for chunk in parser.feed(event):
@@ -216,6 +231,8 @@ class HTTPStreamProvider(ABC):
                         await _drain(events)
                     else:
                         parser.at_eof()
+            finally:
+                await response.aclose()
         # Usage goes out after the response is closed and its connection back in the pool.
         for chunk in parser.finish():
             yield chunk
@@ -242,11 +259,16 @@ async def _drain(events: AsyncIterator[SSEEvent]) -> None:
         pass  # the connection is simply not reused
 
 
-def merged_headers(base: Mapping[str, str], config: ProviderConfig) -> httpx.Headers:
-    """Provider headers overlaid with the configured ones (config wins, any letter case)."""
-    headers = httpx.Headers(base)
+USER_AGENT = "llm-gateway"
+
+
+def upstream_headers(base: Mapping[str, str], config: ProviderConfig) -> HeaderList:
+    """Provider headers overlaid with the configured ones (config wins, any letter case),
+    as the list a request is built from. ``accept-encoding: identity``: bodies are small,
+    and the stream is read raw (no decoder per chunk)."""
+    headers = httpx.Headers({"user-agent": USER_AGENT, "accept-encoding": "identity", **base})
     headers.update(config.headers)
-    return headers
+    return headers.multi_items()
 
 
 def first_set(req: ChatRequest, *names: str) -> Any:

@@ -9,11 +9,12 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from gateway.chat.call import ChatCall
 from gateway.chat.encode import DONE, ChunkEncoder, usage_body
 from gateway.chat.request import ParsedChat, parse_chat
-from gateway.errors import from_provider
+from gateway.errors import APIError, from_provider
 from gateway.http import JSONResponse, json_object, request_id
 from gateway.sse import EventStreamResponse
 from providers.base import Chunk
@@ -36,6 +37,17 @@ async def chat_completions(request: Request) -> Response | EventStreamResponse:
         encoder = ChunkEncoder(completion_id, created, parsed.model, parsed.include_usage)
         return EventStreamResponse(_sse(call, first, encoder), headers=call.headers)
     return await _complete(call, parsed, completion_id, created)
+
+
+async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+    """``chat_completions`` as a bare ASGI app: the Envelope calls it without Starlette's
+    router and exception layers (gateway/middleware.py says why)."""
+    request = Request(scope, receive)
+    try:
+        response = await chat_completions(request)
+    except APIError as exc:
+        response = exc.response()
+    await response(scope, receive, send)
 
 
 async def _sse(call: ChatCall, first: Chunk | None, encoder: ChunkEncoder

@@ -77,3 +77,49 @@ def test_unknown_route_is_openai_shaped_404(small_gateway: GatewayServer) -> Non
     r = httpx.get(small_gateway.url + "/v1/nothing-here")
     assert r.status_code == 404
     assert r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_hot_route_gets_the_same_envelope(small_gateway: GatewayServer) -> None:
+    """POST /v1/chat/completions skips Starlette's layers, not the envelope's duties."""
+    url = small_gateway.url + "/v1/chat/completions"
+    r = httpx.post(url, json={"model": "gateway-demo", "messages": []},
+                   headers={"x-request-id": "client-hot-1", "Origin": "https://app.example.com"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    assert r.headers["x-request-id"] == "client-hot-1"
+    assert r.headers["x-frame-options"] == "DENY"
+    assert r.headers["access-control-allow-origin"] == "https://app.example.com"
+
+    r = httpx.post(url, content=b"x" * 5000, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    assert r.headers["x-request-id"].startswith("req_")
+
+
+def test_request_ids_are_unique_and_per_process() -> None:
+    from gateway.middleware import RequestIds
+
+    one, two = RequestIds(), RequestIds()
+    ids = {one() for _ in range(1000)} | {two() for _ in range(1000)}
+    assert len(ids) == 2000 and all(len(i) == 4 + 16 + 12 for i in ids)
+
+
+async def test_unexpected_error_on_hot_route_is_openai_shaped_500() -> None:
+    from gateway.middleware import Envelope
+
+    async def broken(scope, receive, send):
+        raise RuntimeError("boom")
+
+    sent: list[dict] = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    envelope = Envelope(None, max_body_bytes=100,  # type: ignore[arg-type]
+                        fast={("POST", "/x"): broken})
+    await envelope({"type": "http", "method": "POST", "path": "/x", "headers": []},
+                   receive, send)
+    assert sent[0]["status"] == 500
+    assert b'"code":"internal_error"' in sent[1]["body"]
+    assert any(name == b"x-request-id" for name, _ in sent[0]["headers"])

@@ -85,10 +85,10 @@ def replay(fixture_bytes: Callable[[str], bytes]) -> Replay:
 
 
 @pytest.fixture(scope="session")
-async def http_client() -> AsyncIterator[httpx.AsyncClient]:
-    """One client for the session, as in the gateway (respx intercepts below it)."""
-    async with httpx.AsyncClient() as http:
-        yield http
+async def transport() -> AsyncIterator[httpx.AsyncBaseTransport]:
+    """One transport for the session, shared as in the gateway (respx intercepts below it)."""
+    async with httpx.AsyncHTTPTransport() as shared:
+        yield shared
 
 
 @pytest.fixture

@@ -36,9 +36,9 @@ SPLITS = ["whole", "bytewise", "awkward"]
 
 
 @pytest.fixture
-def provider(http_client: httpx.AsyncClient) -> AnthropicProvider:
+def provider(transport: httpx.AsyncBaseTransport) -> AnthropicProvider:
     config = ProviderConfig(name="anthropic", kind="anthropic", api_key="sk-ant-test")
-    return AnthropicProvider(config, http_client)
+    return AnthropicProvider(config, transport)
 
 
 def sse(*events: tuple[str, dict]) -> bytes:

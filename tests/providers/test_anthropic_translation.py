@@ -23,10 +23,10 @@ TIME_TOOL = {"type": "function", "function": {"name": "get_current_time"}}
 
 
 @pytest.fixture
-def provider(http_client: httpx.AsyncClient) -> AnthropicProvider:
+def provider(transport: httpx.AsyncBaseTransport) -> AnthropicProvider:
     config = ProviderConfig(name="claude", kind="anthropic", api_key="k",
                             base_url="https://proxy.example/anthropic/")
-    return AnthropicProvider(config, http_client)
+    return AnthropicProvider(config, transport)
 
 
 async def sent_body(provider, upstream, replay, collect, req: ChatRequest) -> dict:

@@ -42,8 +42,8 @@ TEXT = ["Bon", "jour", " !", " Ã‡a", " va", " ?", " En", " japonais", " :", " ã
 
 
 @pytest.fixture
-def provider(http_client: httpx.AsyncClient) -> OpenAIProvider:
-    return OpenAIProvider(CONFIG, http_client)
+def provider(transport: httpx.AsyncBaseTransport) -> OpenAIProvider:
+    return OpenAIProvider(CONFIG, transport)
 
 
 @pytest.mark.parametrize("split", SPLITS)
@@ -106,7 +106,7 @@ async def test_choices_are_kept_apart_by_index(provider, upstream, replay, colle
                                             Finish("length", 1), Finish("stop", 0)]
 
 
-async def test_request_body_and_headers(http_client, upstream, replay, collect) -> None:
+async def test_request_body_and_headers(transport, upstream, replay, collect) -> None:
     config = ProviderConfig(name="local", kind="openai", base_url="http://vllm.internal:8000/v1/",
                             api_key="sk-local", connect_timeout=2.5, read_timeout=30.0,
                             headers={"OpenAI-Organization": "org-1", "Accept": "*/*"})
@@ -118,7 +118,7 @@ async def test_request_body_and_headers(http_client, upstream, replay, collect) 
                       params={"temperature": 1.5, "stop": ["\n\n"], "n": 2, "seed": 7},
                       extra={"logit_bias": {"50256": -100}, "guided_json": {"type": "object"},
                              "stream_options": {"include_obfuscation": False}, "stream": False})
-    await collect(OpenAIProvider(config, http_client), req)
+    await collect(OpenAIProvider(config, transport), req)
 
     request = route.calls.last.request
     assert json.loads(request.content) == {
@@ -135,11 +135,11 @@ async def test_request_body_and_headers(http_client, upstream, replay, collect) 
                                              "pool": 2.5}
 
 
-async def test_no_api_key_sends_no_authorization(http_client, upstream, replay, collect) -> None:
+async def test_no_api_key_sends_no_authorization(transport, upstream, replay, collect) -> None:
     route = upstream.post("http://localhost:11434/v1/chat/completions").mock(
         return_value=replay("openai_text.sse")[0])
     config = ProviderConfig(name="ollama", kind="openai", base_url="http://localhost:11434/v1")
-    await collect(OpenAIProvider(config, http_client), REQ)
+    await collect(OpenAIProvider(config, transport), REQ)
     assert "authorization" not in route.calls.last.request.headers
 
 

@@ -1,6 +1,7 @@
-"""Streams are read to their end, so the shared client reuses one upstream connection.
+"""Streams are read to their end, so the shared transport reuses one upstream connection.
 
-This is the one provider test over a real socket: keep-alive only exists below httpx.
+This is the one provider test over a real socket: keep-alive only exists below httpx. It
+runs on httpx's own transport and on the aiohttp one the gateway ships with.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
+from gateway.upstream_client import AiohttpTransport
 from providers.anthropic import AnthropicProvider
 from providers.base import ChatRequest, ProviderConfig, Usage
 from providers.openai import OpenAIProvider
@@ -60,9 +62,13 @@ async def server(fixture_bytes: Callable[[str], bytes]
     await listener.wait_closed()
 
 
-async def test_consecutive_calls_share_one_connection(server, collect) -> None:
+@pytest.mark.parametrize("make_transport", [
+    httpx.AsyncHTTPTransport,
+    lambda: AiohttpTransport(max_connections=8),
+], ids=["httpcore", "aiohttp"])
+async def test_consecutive_calls_share_one_connection(server, collect, make_transport) -> None:
     base, sse = server
-    async with httpx.AsyncClient() as client:
+    async with make_transport() as client:
         openai = OpenAIProvider(ProviderConfig(name="o", kind="openai", base_url=f"{base}/v1"),
                                 client)
         anthropic = AnthropicProvider(ProviderConfig(name="a", kind="anthropic", base_url=base),

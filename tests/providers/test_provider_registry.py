@@ -31,9 +31,9 @@ def test_built_in_kinds_load_through_entry_points() -> None:
     assert "demo" in load_provider_kinds()  # callers get a copy
 
 
-async def test_every_built_in_satisfies_the_protocol(http_client: httpx.AsyncClient) -> None:
+async def test_every_built_in_satisfies_the_protocol(transport: httpx.AsyncBaseTransport) -> None:
     for name, factory in load_provider_kinds().items():
-        provider = factory(ProviderConfig(name=name, kind=name), http_client)
+        provider = factory(ProviderConfig(name=name, kind=name), transport)
         assert isinstance(provider, Provider)
         await provider.aclose()
 
@@ -43,9 +43,9 @@ class FakeProvider:
     supports_n: ClassVar[bool] = False
     closed: ClassVar[list[str]] = []
 
-    def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
+    def __init__(self, config: ProviderConfig, transport: httpx.AsyncBaseTransport) -> None:
         self.config = config
-        self.client = client
+        self.transport = transport
 
     async def stream_chat(self, req, ctx):  # pragma: no cover - never streamed here
         yield None
@@ -54,15 +54,15 @@ class FakeProvider:
         self.closed.append(self.config.name)
 
 
-async def test_registry_from_explicit_kinds(http_client: httpx.AsyncClient) -> None:
+async def test_registry_from_explicit_kinds(transport: httpx.AsyncBaseTransport) -> None:
     registry = ProviderRegistry({"fake": FakeProvider, "demo": DemoProvider})
     assert registry.kinds == {"fake", "demo"}
     registry.build([ProviderConfig(name="a", kind="fake"), ProviderConfig(name="b", kind="fake"),
-                    ProviderConfig(name="local", kind="demo")], http_client)
+                    ProviderConfig(name="local", kind="demo")], transport)
     assert registry.names() == ["a", "b", "local"]
     assert "a" in registry and "zzz" not in registry
     provider = registry.get("a")
-    assert isinstance(provider, FakeProvider) and provider.client is http_client
+    assert isinstance(provider, FakeProvider) and provider.transport is transport
     assert isinstance(registry.get("local"), DemoProvider)
     with pytest.raises(UnknownProvider, match="'zzz'"):
         registry.get("zzz")
@@ -71,17 +71,17 @@ async def test_registry_from_explicit_kinds(http_client: httpx.AsyncClient) -> N
     assert registry.names() == []
 
 
-def test_unknown_kind_names_what_is_installed(http_client: httpx.AsyncClient) -> None:
+def test_unknown_kind_names_what_is_installed(transport: httpx.AsyncBaseTransport) -> None:
     registry = ProviderRegistry({"demo": DemoProvider})
     with pytest.raises(UnknownProviderKind, match=r"kind 'gemini'.*installed: demo"):
-        registry.build([ProviderConfig(name="g", kind="gemini")], http_client)
+        registry.build([ProviderConfig(name="g", kind="gemini")], transport)
 
 
-def test_duplicate_names_are_rejected(http_client: httpx.AsyncClient) -> None:
+def test_duplicate_names_are_rejected(transport: httpx.AsyncBaseTransport) -> None:
     registry = ProviderRegistry({"demo": DemoProvider})
     with pytest.raises(ValueError, match="configured twice"):
         registry.build([ProviderConfig(name="x", kind="demo"),
-                        ProviderConfig(name="x", kind="demo")], http_client)
+                        ProviderConfig(name="x", kind="demo")], transport)
     assert registry.names() == []  # nothing half-built
 
 

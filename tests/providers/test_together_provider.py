@@ -18,9 +18,9 @@ SPLITS = ["whole", "bytewise", "awkward"]
 
 
 @pytest.fixture
-def provider(http_client: httpx.AsyncClient) -> TogetherProvider:
+def provider(transport: httpx.AsyncBaseTransport) -> TogetherProvider:
     return TogetherProvider(ProviderConfig(name="together", kind="together", api_key="tg-key"),
-                            http_client)
+                            transport)
 
 
 @pytest.mark.parametrize("split", SPLITS)
