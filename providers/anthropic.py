@@ -37,8 +37,8 @@ from providers.upstream import (
     error_class_for_status,
     load_json,
     make_error,
-    upstream_headers,
     parse_retry_after,
+    upstream_headers,
 )
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -80,6 +80,19 @@ def error_from_anthropic_payload(upstream: str, payload: Any, *, status: int | N
         cls = ERROR_TYPES.get(kind, ProviderError) if isinstance(kind, str) else ProviderError
     return make_error(cls, upstream, str(error.get("message") or kind),
                       retry_after=retry_after, upstream_status=status)
+
+
+def usage_from_anthropic(usage: Any) -> list[Chunk]:
+    """Anthropic usage counted the OpenAI way (prompt tokens include cached ones); [] if
+    there is none."""
+    if not isinstance(usage, dict) or ("input_tokens" not in usage
+                                       and "output_tokens" not in usage):
+        return []
+    cache_read = usage.get("cache_read_input_tokens")
+    cache_creation = usage.get("cache_creation_input_tokens")
+    prompt = (usage.get("input_tokens") or 0) + (cache_read or 0) + (cache_creation or 0)
+    return [Usage(prompt_tokens=prompt, completion_tokens=usage.get("output_tokens") or 0,
+                  cached_tokens=cache_read, cache_creation_tokens=cache_creation)]
 
 
 class AnthropicStreamParser:
@@ -183,13 +196,7 @@ class AnthropicStreamParser:
 
     def finish(self) -> list[Chunk]:
         """Usage, counted the OpenAI way: prompt tokens include cached ones."""
-        if "input_tokens" not in self._usage and "output_tokens" not in self._usage:
-            return []
-        cache_read = self._usage.get("cache_read_input_tokens")
-        cache_creation = self._usage.get("cache_creation_input_tokens")
-        prompt = self._usage.get("input_tokens", 0) + (cache_read or 0) + (cache_creation or 0)
-        return [Usage(prompt_tokens=prompt, completion_tokens=self._usage.get("output_tokens", 0),
-                      cached_tokens=cache_read, cache_creation_tokens=cache_creation)]
+        return usage_from_anthropic(self._usage)
 
 
 class AnthropicProvider(HTTPStreamProvider):
@@ -209,13 +216,37 @@ class AnthropicProvider(HTTPStreamProvider):
         if config.api_key:
             headers["x-api-key"] = config.api_key
         self._stream_headers = upstream_headers(headers, config)
+        self._json_headers = upstream_headers({**headers, "accept": "application/json"}, config)
 
-    def prepare(self, req: ChatRequest, ctx: CallContext) -> UpstreamCall:
+    def prepare(self, req: ChatRequest, ctx: CallContext, *, stream: bool) -> UpstreamCall:
         """Translate the request (raises UpstreamBadRequest for what cannot be)."""
         return UpstreamCall(url=self._messages_url,
-                            body=build_anthropic_body(req, default_max_tokens=self._default_max),
-                            headers=self._stream_headers,
-                            parser=AnthropicStreamParser(self.config.name))
+                            body=build_anthropic_body(req, stream=stream,
+                                                      default_max_tokens=self._default_max),
+                            headers=self._stream_headers if stream else self._json_headers)
+
+    def stream_parser(self) -> AnthropicStreamParser:
+        return AnthropicStreamParser(self.config.name)
+
+    def completion_chunks(self, payload: dict[str, Any]) -> list[Chunk]:
+        """A non-streamed Messages response: text blocks joined, tool_use blocks as calls."""
+        content = payload.get("content")
+        if payload.get("type") != "message" or not isinstance(content, list):
+            raise make_error(UpstreamProtocolError, self.config.name,
+                             f"expected a message, got: {str(payload)[:200]}")
+        text = "".join(block.get("text") or "" for block in content
+                       if block.get("type") == "text")
+        out: list[Chunk] = [TextDelta(text)] if text else []
+        tools = [block for block in content if block.get("type") == "tool_use"]
+        for call_index, block in enumerate(tools):
+            tool_input = block.get("input")
+            out.append(ToolCallDelta(call_index, id=block.get("id"), name=block.get("name"),
+                                     arguments=orjson.dumps(tool_input).decode()
+                                     if tool_input else "{}"))
+        reason = payload.get("stop_reason")
+        if reason:
+            out.append(Finish(STOP_REASONS.get(reason, "stop")))
+        return out + usage_from_anthropic(payload.get("usage"))
 
     def error_from_response(self, status: int, headers: Mapping[str, str],
                             raw: bytes) -> ProviderError:

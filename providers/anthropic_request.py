@@ -39,9 +39,9 @@ _HANDLED = frozenset({"temperature", "top_p", "max_tokens", "stop", "tools", "to
                       "user", "model", "messages", "stream", "system"})
 
 
-def build_anthropic_body(req: ChatRequest, *,
+def build_anthropic_body(req: ChatRequest, *, stream: bool = True,
                          default_max_tokens: int = DEFAULT_MAX_TOKENS) -> dict[str, Any]:
-    """The ``/v1/messages`` body for ``req`` (streaming); raises UpstreamBadRequest."""
+    """The ``/v1/messages`` body for ``req``; raises UpstreamBadRequest."""
     system, messages = translate_messages(req.messages)
     params = req.params
     max_tokens = first_set(req, "max_completion_tokens", "max_tokens") or default_max_tokens
@@ -72,7 +72,7 @@ def build_anthropic_body(req: ChatRequest, *,
     for key, value in req.extra.items():
         if key not in _OPENAI_ONLY and key not in _HANDLED:
             body[key] = value
-    body["stream"] = True
+    body["stream"] = stream
     return body
 
 

@@ -115,6 +115,11 @@ class Provider(Protocol):
         """Yield chunks as they arrive; raise ``providers.errors.ProviderError`` on failure."""
         ...
 
+    async def complete_chat(self, req: ChatRequest, ctx: CallContext) -> list[Chunk]:
+        """The whole answer from one non-streamed upstream call, as the chunks
+        ``stream_chat`` would yield (usage last); the same typed errors."""
+        ...
+
     async def aclose(self) -> None:
         """Release anything the provider holds (not the shared transport)."""
         ...

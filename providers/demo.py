@@ -78,6 +78,10 @@ class DemoProvider:
         self.config = config
         self._delay = float(config.options.get("delay_ms", DEFAULT_DELAY_MS)) / 1000.0
 
+    async def complete_chat(self, req: ChatRequest, ctx: CallContext) -> list[Chunk]:
+        """The same reply, returned once it is all written (paced like the stream)."""
+        return [chunk async for chunk in self.stream_chat(req, ctx)]
+
     async def stream_chat(self, req: ChatRequest, ctx: CallContext) -> AsyncIterator[Chunk]:
         """Yield the reply (or a tool call) with realistic pacing, then usage."""
         choices = range(int(req.params.get("n") or 1))

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from providers.base import CallContext, ChatRequest, ModelInfo, ProviderConfig
+from providers.base import CallContext, ChatRequest, Chunk, ModelInfo, ProviderConfig
 from providers.errors import ProviderError
 from providers.openai_format import (
     OpenAIStreamParser,
@@ -42,23 +42,30 @@ class OpenAIProvider(HTTPStreamProvider):
         self._chat_url = httpx.URL(f"{self._base_url}/chat/completions")
         self._models_url = httpx.URL(f"{self._base_url}/models")
         self._stream_headers = self._headers("text/event-stream")
+        self._json_headers = self._headers("application/json")
         self._include_usage = bool(config.options.get("stream_options",
                                                       self.send_stream_options))
 
-    def prepare(self, req: ChatRequest, ctx: CallContext) -> UpstreamCall:
-        """The request passed through as-is, forced to stream with usage."""
+    def prepare(self, req: ChatRequest, ctx: CallContext, *, stream: bool) -> UpstreamCall:
+        """The request passed through as-is; a stream asks for usage."""
         # OpenAI logs this id, so a support ticket can name our request.
-        headers = [*self._stream_headers, ("x-client-request-id", ctx.request_id)]
+        headers = [*(self._stream_headers if stream else self._json_headers),
+                   ("x-client-request-id", ctx.request_id)]
         return UpstreamCall(url=self._chat_url,
-                            body=build_openai_body(req, include_usage=self._include_usage),
-                            headers=headers,
-                            parser=self.parser_class(self.config.name))
+                            body=build_openai_body(req, stream=stream,
+                                                   include_usage=self._include_usage),
+                            headers=headers)
+
+    def stream_parser(self) -> OpenAIStreamParser:
+        return self.parser_class(self.config.name)
+
+    def completion_chunks(self, payload: dict[str, Any]) -> list[Chunk]:
+        return self.parser_class(self.config.name).completion(payload)
 
     async def list_models(self) -> list[ModelInfo]:
         """The upstream's ``GET /models`` (either list shape)."""
         with map_transport_errors(self.config.name):
-            response = await self.send("GET", self._models_url,
-                                       self._headers("application/json"))
+            response = await self.send("GET", self._models_url, self._json_headers)
             try:
                 raw = await response.aread()
             finally:

@@ -54,13 +54,16 @@ _ERROR_TYPES: dict[str, type[ProviderError]] = {
 }
 
 
-def build_openai_body(req: ChatRequest, *, include_usage: bool = True) -> dict[str, Any]:
-    """The upstream JSON body: the request passed through, forced to stream."""
+def build_openai_body(req: ChatRequest, *, stream: bool = True,
+                      include_usage: bool = True) -> dict[str, Any]:
+    """The upstream JSON body: the request passed through; a stream asks for usage."""
     body: dict[str, Any] = {"model": req.model, "messages": req.messages}
     body.update(req.params)
     body.update(req.extra)
-    body["stream"] = True
-    if include_usage:
+    body["stream"] = stream
+    if not stream:
+        body.pop("stream_options", None)  # OpenAI rejects it without stream
+    elif include_usage:
         # Always ask: the gateway strips usage later if the client did not want it.
         options = dict(body.get("stream_options") or {})
         options["include_usage"] = True
@@ -187,6 +190,35 @@ class OpenAIStreamParser:
         if reason:
             self._finished = True
             out.append(Finish(self.map_finish_reason(reason), index))
+
+    def completion(self, payload: dict[str, Any]) -> list[Chunk]:
+        """A non-streamed ``chat.completion`` as chunks: each choice's whole message."""
+        choices = payload.get("choices")
+        if not isinstance(choices, list):
+            raise make_error(UpstreamProtocolError, self.upstream,
+                             f"a completion without choices: {str(payload)[:200]}")
+        self.normalise(payload)
+        out: list[Chunk] = []
+        for choice in choices:
+            index = choice.get("index") or 0
+            message = choice.get("message") or {}
+            if "message" not in choice and isinstance(choice.get("text"), str):
+                message = {"content": choice["text"]}  # completion-style choices
+            if message.get("content"):
+                out.append(TextDelta(message["content"], index))
+            for call_index, call in enumerate(message.get("tool_calls") or ()):
+                function = call.get("function") or {}
+                out.append(ToolCallDelta(call_index=call_index, id=call.get("id"),
+                                         name=function.get("name"),
+                                         arguments=function.get("arguments") or "",
+                                         index=index))
+            reason = choice.get("finish_reason")
+            if reason:
+                out.append(Finish(self.map_finish_reason(reason), index))
+        usage = payload.get("usage")
+        if usage:
+            out.append(usage_from_openai(usage))
+        return out
 
     def at_eof(self) -> None:
         """No ``[DONE]``: fine if every answer finished, a truncated stream otherwise."""

@@ -159,16 +159,15 @@ class StreamParser(Protocol):
 
 
 class UpstreamCall(NamedTuple):
-    """Everything needed to make one streaming call."""
+    """Everything needed to make one call (streaming or not)."""
 
     url: httpx.URL
     body: Mapping[str, Any]
     headers: HeaderList
-    parser: StreamParser
 
 
 class HTTPStreamProvider(ABC):
-    """Base for providers that POST JSON and read an SSE stream back."""
+    """Base for providers that POST JSON and read an SSE stream or one JSON body back."""
 
     kind: ClassVar[str]
     supports_n: ClassVar[bool]
@@ -207,14 +206,44 @@ class HTTPStreamProvider(ABC):
         ...
 
     @abstractmethod
-    def prepare(self, req: ChatRequest, ctx: CallContext) -> UpstreamCall:
+    def prepare(self, req: ChatRequest, ctx: CallContext, *, stream: bool) -> UpstreamCall:
         """Translate the request into the upstream call (raise typed errors for bad input)."""
         ...
 
+    @abstractmethod
+    def stream_parser(self) -> StreamParser:
+        """A fresh parser for one streamed answer."""
+        ...
+
+    @abstractmethod
+    def completion_chunks(self, payload: dict[str, Any]) -> list[Chunk]:
+        """A non-streamed answer (a JSON object that is not an error) as chunks."""
+        ...
+
+    async def complete_chat(self, req: ChatRequest, ctx: CallContext) -> list[Chunk]:
+        """Ask for the whole answer in one body; the chunks ``stream_chat`` would yield."""
+        call = self.prepare(req, ctx, stream=False)
+        with map_transport_errors(self.config.name):
+            response = await self.send("POST", call.url, call.headers, orjson.dumps(call.body))
+            try:
+                raw = await response.aread()
+            finally:
+                await response.aclose()
+        if response.status_code >= 400:
+            raise self.error_from_response(response.status_code, response.headers, raw)
+        payload = load_json(raw)
+        if not isinstance(payload, dict):
+            raise make_error(UpstreamProtocolError, self.config.name,
+                             f"expected a JSON object, got: {body_excerpt(raw)}")
+        error = self.error_from_payload(payload)
+        if error is not None:  # some compatible servers answer errors with 200
+            raise error
+        return self.completion_chunks(payload)
+
     async def stream_chat(self, req: ChatRequest, ctx: CallContext) -> AsyncIterator[Chunk]:
         """Yield chunks as the upstream streams them; raise typed errors on failure."""
-        call = self.prepare(req, ctx)
-        parser = call.parser
+        call = self.prepare(req, ctx, stream=True)
+        parser = self.stream_parser()
         with map_transport_errors(self.config.name):
             response = await self.send("POST", call.url, call.headers, orjson.dumps(call.body))
             try:

@@ -22,7 +22,7 @@ from gateway.limits import limits_for, rate_limit_headers, rejection
 from gateway.ratelimit import LeaseRenewer
 from gateway.ratelimit.base import Lease, RateLimiter
 from gateway.tokens import TokenCounter
-from providers.base import CallContext, Chunk, TextDelta, ToolCallDelta, Usage
+from providers.base import CallContext, ChatRequest, Chunk, TextDelta, ToolCallDelta, Usage
 from providers.errors import ProviderError
 from storage.models import utcnow
 from storage.writer import RequestWriter
@@ -96,24 +96,44 @@ class ChatCall:
         if self._lease is not None:
             self.svc.leases.hold(self._lease)
 
+    def _upstream(self) -> tuple[ChatRequest, CallContext]:
+        return (replace(self.parsed.request, model=self.target.upstream),
+                CallContext(request_id=self.request_id, user_id=str(self.principal.user_id)))
+
     async def open(self) -> Chunk | None:
         """Start the upstream stream and wait for its first chunk (errors become HTTP errors)."""
-        req = replace(self.parsed.request, model=self.target.upstream)
-        ctx = CallContext(request_id=self.request_id, user_id=str(self.principal.user_id))
-        self._stream = self.target.provider.stream_chat(req, ctx)
+        self._stream = self.target.provider.stream_chat(*self._upstream())
         try:
             chunk = await anext(self._stream)
         except StopAsyncIteration:
             return None
-        except ProviderError as exc:
-            await self.close("failed", exc.message)
-            raise from_provider(exc) from exc
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self.close("cancelled")
+        except BaseException as exc:
+            await self._abort(exc)
             raise
         self._note(chunk)
         return chunk
+
+    async def complete(self) -> None:
+        """The whole answer from one non-streamed upstream call (errors become HTTP errors).
+
+        Cheaper than collecting a stream: one body, one parse, no per-event work.
+        """
+        try:
+            chunks = await self.target.provider.complete_chat(*self._upstream())
+        except BaseException as exc:
+            await self._abort(exc)
+            raise
+        for chunk in chunks:
+            self._note(chunk)
+
+    async def _abort(self, exc: BaseException) -> None:
+        """Close after a failure before any byte went out; a provider error becomes the
+        HTTP error the caller gets."""
+        if isinstance(exc, ProviderError):
+            await self.close("failed", exc.message)
+            raise from_provider(exc) from exc
+        with anyio.CancelScope(shield=True):
+            await self.close("cancelled")
 
     async def rest(self) -> AsyncIterator[Chunk]:
         """The chunks after the first; provider errors propagate to the caller."""

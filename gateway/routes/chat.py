@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.chat.call import ChatCall
 from gateway.chat.encode import DONE, ChunkEncoder, usage_body
 from gateway.chat.request import ParsedChat, parse_chat
-from gateway.errors import APIError, from_provider
+from gateway.errors import APIError
 from gateway.http import JSONResponse, json_object, request_id
 from gateway.sse import EventStreamResponse
 from providers.base import Chunk
@@ -30,13 +30,13 @@ async def chat_completions(request: Request) -> Response | EventStreamResponse:
     call = ChatCall(state.call_services, principal, target, parsed, source="v1",
                     request_id=rid)
     await call.admit()
-    first = await call.open()
     completion_id = "chatcmpl-" + rid.removeprefix("req_")
     created = int(time.time())
-    if parsed.stream:
-        encoder = ChunkEncoder(completion_id, created, parsed.model, parsed.include_usage)
-        return EventStreamResponse(_sse(call, first, encoder), headers=call.headers)
-    return await _complete(call, parsed, completion_id, created)
+    if not parsed.stream:
+        return await _complete(call, parsed, completion_id, created)
+    first = await call.open()
+    encoder = ChunkEncoder(completion_id, created, parsed.model, parsed.include_usage)
+    return EventStreamResponse(_sse(call, first, encoder), headers=call.headers)
 
 
 async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
@@ -76,16 +76,7 @@ async def _sse(call: ChatCall, first: Chunk | None, encoder: ChunkEncoder
 
 async def _complete(call: ChatCall, parsed: ParsedChat, completion_id: str,
                     created: int) -> Response:
-    try:
-        async for _ in call.rest():
-            pass
-    except ProviderError as exc:
-        await call.close("failed", exc.message)
-        raise from_provider(exc) from exc
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await call.close("cancelled")
-        raise
+    await call.complete()
     usage = call.usage()
     await call.close("completed")
     return JSONResponse({

@@ -70,8 +70,10 @@ def test_models_list_follows_the_plan(gateway: GatewayServer, account: Account) 
 
 def test_plain_completion_through_openai_upstream(gateway: GatewayServer, account: Account,
                                                   upstream: FakeUpstream) -> None:
-    upstream.script(Reply.recording("openai_text.sse", split=7))
-    text, usage = recorded_openai("openai_text.sse")
+    upstream.script(Reply.recording("openai_text.json", split=7))
+    recorded = json.loads((FIXTURES / "openai_text.json").read_bytes())
+    text, usage = recorded["choices"][0]["message"]["content"], recorded["usage"]
+    assert (text, usage) == recorded_openai("openai_text.sse")  # the same answer, streamed
     out = sdk(gateway, account.api_key).chat.completions.create(
         model="gpt-4o-mini", messages=MESSAGES, temperature=0.2, seed=7)
     assert out.object == "chat.completion" and out.model == "gpt-4o-mini"
@@ -82,8 +84,11 @@ def test_plain_completion_through_openai_upstream(gateway: GatewayServer, accoun
     sent = json.loads(upstream.received[-1].body)
     assert upstream.received[-1].path == "/v1/chat/completions"
     assert upstream.received[-1].headers["authorization"] == "Bearer sk-up"
-    assert sent["model"] == "gpt-4o-mini" and sent["stream"] is True
-    assert sent["stream_options"] == {"include_usage": True}
+    # Not streamed to the caller, not streamed from the upstream: one body each way.
+    assert sent["model"] == "gpt-4o-mini" and sent["stream"] is False
+    assert "stream_options" not in sent
+    assert upstream.received[-1].headers["accept"] == "application/json"
+    assert out.usage.prompt_tokens_details.cached_tokens == 1920
     assert sent["temperature"] == 0.2 and sent["seed"] == 7 and sent["messages"] == MESSAGES
     row = stored(gateway, account.user_id)[-1]
     assert (row.status, row.source, row.response) == ("completed", "v1", text)
@@ -180,22 +185,33 @@ def test_streamed_tool_calls_concatenate_to_json(gateway: GatewayServer, account
 
 def test_non_streamed_tool_call_has_null_content(gateway: GatewayServer, account: Account,
                                                  upstream: FakeUpstream) -> None:
-    upstream.script(Reply.recording("openai_tools.sse"))
+    upstream.script(Reply.recording("openai_tools.json"))
     out = sdk(gateway, account.api_key).chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "Weather in Paris?"}],
         tools=[{"type": "function", "function": {"name": "get_weather"}}])
     message = out.choices[0].message
     assert message.content is None and out.choices[0].finish_reason == "tool_calls"
-    assert json.loads(message.tool_calls[0].function.arguments)
+    call = message.tool_calls[0]
+    assert (call.id, call.type, call.function.name) == (
+        "call_Xk4pQ2rB7tNw9yHc3LmVs8eZ", "function", "get_weather")
+    assert json.loads(call.function.arguments) == {"location": "Paris, France",
+                                                   "unit": "celsius"}
+    row = stored(gateway, account.user_id)[-1]
+    assert row.tool_calls[0]["function"]["name"] == "get_weather"
+    assert row.finish_reason == "tool_calls" and row.completion_tokens == 19
 
 
 def test_anthropic_and_together_text(gateway: GatewayServer, account: Account,
                                      upstream: FakeUpstream) -> None:
-    upstream.script(Reply.recording("anthropic_text.sse", split=9))
+    upstream.script(Reply.recording("anthropic_text.json", split=9))
     out = sdk(gateway, account.api_key).chat.completions.create(
         model="claude-haiku", messages=MESSAGES, max_tokens=100, stop=["\n\n"])
     assert out.choices[0].message.content == recorded_anthropic_text("anthropic_text.sse")
+    assert out.choices[0].finish_reason == "stop"
+    # Cache reads count as prompt tokens, the OpenAI way: 9 + 1850.
+    assert (out.usage.prompt_tokens, out.usage.completion_tokens) == (1859, 31)
     sent = json.loads(upstream.received[-1].body)
+    assert sent["stream"] is False
     assert upstream.received[-1].path == "/v1/messages"
     assert sent["system"] == "Be brief." and sent["max_tokens"] == 100
     assert sent["stop_sequences"] == ["\n\n"] and sent["model"] == "claude-haiku-4-5"
@@ -205,7 +221,13 @@ def test_anthropic_and_together_text(gateway: GatewayServer, account: Account,
     chunks = list(sdk(gateway, account.api_key).chat.completions.create(
         model="llama-3-8b", messages=MESSAGES, stream=True))
     assert chunks[-1].choices[0].finish_reason == "stop"  # Together says "eos"
-    assert "".join(c.choices[0].delta.content or "" for c in chunks)
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks)
+
+    upstream.script(Reply.recording("together_text.json"))
+    out = sdk(gateway, account.api_key).chat.completions.create(
+        model="llama-3-8b", messages=MESSAGES)
+    assert out.choices[0].message.content == streamed == "Bonjour ! Ça va ? 日本語 👋🏽"
+    assert out.choices[0].finish_reason == "stop" and out.usage.total_tokens == 58
 
 
 def test_error_classes(gateway: GatewayServer, account: Account,

@@ -166,7 +166,7 @@ def test_stats_match_the_calls_made(gateway: GatewayServer, upstream: FakeUpstre
     failed = submit(gateway.url, key, model="gpt-4o-mini", prompt="this fails")
     for job_id in [*done, failed]:
         wait_final(gateway.url, key, job_id)
-    upstream.script(Reply.by_event("openai_text.sse"))
+    upstream.script(Reply.recording("openai_text.json"))
     r = httpx.post(gateway.url + "/v1/chat/completions", headers=auth(key),
                    json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]})
     assert r.status_code == 200
