@@ -32,7 +32,6 @@ from storage.accounts import AccountRepository
 from storage.engine import build_engine, session_factory
 from storage.history import HistoryStore
 from storage.jobs import JobStore
-from storage.migrate import upgrade_async
 from storage.writer import RequestWriter
 from webui import static_app
 
@@ -60,6 +59,8 @@ def create_app(settings: Settings, *,
         if settings.auto_migrate:
             if settings.is_sqlite:
                 settings.data_dir.mkdir(parents=True, exist_ok=True)
+            from storage.migrate import upgrade_async  # alembic only when it is needed
+
             await upgrade_async(url)
         state.engine = build_engine(url, pool_size=settings.db_pool_size)
         sessions = session_factory(state.engine)

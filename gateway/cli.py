@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import subprocess
 import sys
 
 from gateway.settings import ConfigError, Settings, ensure_secrets, load_settings
@@ -28,13 +29,12 @@ def _settings() -> Settings:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from storage.migrate import upgrade
-
     settings = _settings()
     if settings.auto_migrate:
-        if settings.is_sqlite:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-        upgrade(settings.effective_database_url)
+        # In a child process: the server never imports alembic (~9 MB it would keep).
+        done = subprocess.run([sys.executable, "-m", "gateway.cli", "migrate"], check=False)
+        if done.returncode:
+            raise SystemExit(done.returncode)
         os.environ["GATEWAY_MIGRATE_ON_START"] = "false"  # done once, not per worker
     if settings.is_sqlite and args.workers > 1:
         print("gateway: note: SQLite with several workers works, but PostgreSQL scales better",

@@ -81,12 +81,12 @@ class ChatCall:
         self._closed = False
         self._estimate: Usage | None = None
         self._record = record
-        self.prompt_tokens = svc.tokens.messages(parsed.request.messages)
 
     async def admit(self) -> None:
         """Take a rate-limit decision; raise the 429 (with headers) when refused."""
         max_tokens = self.parsed.max_tokens or self.svc.default_max_tokens
-        estimate = self.prompt_tokens + max_tokens * self.parsed.n
+        prompt = self.svc.tokens.estimate_messages(self.parsed.request.messages)
+        estimate = prompt + max_tokens * self.parsed.n
         decision = await self.svc.limiter.acquire(self.principal.subject,
                                                   limits_for(self.principal), estimate)
         self.headers = rate_limit_headers(decision)
@@ -155,7 +155,8 @@ class ChatCall:
         if self._estimate is None:
             completion = sum(self.svc.tokens.text(t)
                              for t in self.transcript.completion_texts())
-            self._estimate = Usage(prompt_tokens=self.prompt_tokens,
+            prompt = self.svc.tokens.messages(self.parsed.request.messages)
+            self._estimate = Usage(prompt_tokens=prompt,
                                    completion_tokens=completion, estimated=True)
         return self._estimate
 
