@@ -226,7 +226,7 @@ class HTTPStreamProvider(ABC):
         with map_transport_errors(self.config.name):
             response = await self.send("POST", call.url, call.headers, orjson.dumps(call.body))
             try:
-                raw = await response.aread()
+                raw = b"".join([part async for part in body_bytes(response)])
             finally:
                 await response.aclose()
         if response.status_code >= 400:
@@ -248,8 +248,7 @@ class HTTPStreamProvider(ABC):
             response = await self.send("POST", call.url, call.headers, orjson.dumps(call.body))
             try:
                 await self._check_response(response)
-                # The raw body: we never ask for a content-encoding (see upstream_headers).
-                events = aiter_sse(aiter(response.stream))  # type: ignore[arg-type]
+                events = aiter_sse(body_bytes(response))
                 async with aclosing(events):
                     async for event in events:
                         for chunk in parser.feed(event):
@@ -277,6 +276,15 @@ class HTTPStreamProvider(ABC):
             error = self.error_from_payload(load_json(raw))
             raise error or make_error(UpstreamProtocolError, self.config.name,
                                       f"expected an event stream, got JSON: {body_excerpt(raw)}")
+
+
+def body_bytes(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body as it arrives. We ask for ``identity`` (see ``upstream_headers``), so it is
+    read raw, without httpx's per-chunk decoder and re-chunker; an upstream that encodes
+    anyway goes through httpx's decoders."""
+    if "content-encoding" in response.headers:
+        return response.aiter_bytes()
+    return aiter(response.stream)  # type: ignore[arg-type]
 
 
 async def _drain(events: AsyncIterator[SSEEvent]) -> None:
