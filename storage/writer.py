@@ -18,6 +18,11 @@ from storage.models import ApiKey, AuditLog, InferenceRequest, UsageDaily
 
 log = logging.getLogger("gateway.writer")
 
+# Rows per INSERT statement. SQLAlchemy binds a statement's parameters on the event loop
+# (~15 µs a row); a batch of 2,000 in one statement held the loop for tens of ms, which
+# every request then waited for. 16 rows hold it for a fraction of a millisecond.
+STATEMENT_ROWS = 16
+
 _USAGE_COUNTERS = ("requests", "succeeded", "failed", "cancelled", "prompt_tokens",
                    "completion_tokens", "processing_time_ms", "time_to_first_token_ms",
                    "ttft_samples")
@@ -142,8 +147,11 @@ class RequestWriter:
             if kind == "touch":
                 touches[row["id"]] = max(row["at"], touches.get(row["id"], row["at"]))
         async with self._engine.begin() as conn:
+            insert = sa.insert(InferenceRequest.__table__)
+            for start in range(0, len(requests), STATEMENT_ROWS):
+                # Binding parameters runs on the event loop: in slices, requests interleave.
+                await conn.execute(insert, requests[start:start + STATEMENT_ROWS])
             if requests:
-                await conn.execute(sa.insert(InferenceRequest.__table__), requests)
                 for stmt in usage_upserts(conn.dialect.name, requests):
                     await conn.execute(stmt)
             if audits:
