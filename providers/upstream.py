@@ -235,10 +235,14 @@ class HTTPStreamProvider(ABC):
         if not isinstance(payload, dict):
             raise make_error(UpstreamProtocolError, self.config.name,
                              f"expected a JSON object, got: {body_excerpt(raw)}")
-        error = self.error_from_payload(payload)
-        if error is not None:  # some compatible servers answer errors with 200
-            raise error
-        return self.completion_chunks(payload)
+        if payload.get("error"):  # some compatible servers answer errors with 200
+            raise self.error_from_payload(payload) or make_error(
+                UpstreamProtocolError, self.config.name, f"error body: {body_excerpt(raw)}")
+        try:
+            return self.completion_chunks(payload)
+        except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a malformed shape
+            raise make_error(UpstreamProtocolError, self.config.name,
+                             f"unexpected completion body: {body_excerpt(raw)}") from exc
 
     async def stream_chat(self, req: ChatRequest, ctx: CallContext) -> AsyncIterator[Chunk]:
         """Yield chunks as the upstream streams them; raise typed errors on failure."""

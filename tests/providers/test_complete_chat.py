@@ -758,3 +758,23 @@ async def test_demo_complete_exact_chunks(demo, complete) -> None:
     assert await complete(demo, req) == [
         TextDelta("Hello!"), TextDelta(" I'm"), TextDelta(" the"), Finish("length"),
         Usage(prompt_tokens=1, completion_tokens=3)]
+
+
+@pytest.mark.parametrize("body", [
+    b'{"choices":[null]}',
+    b'{"choices":[{"index":0,"message":"text","finish_reason":"stop"}]}',
+    b'{"choices":[{"index":0,"message":{"content":"hi"},"finish_reason":"stop"}],"usage":7}',
+])
+async def test_malformed_openai_shapes_are_protocol_errors(upstream, transport, ctx,
+                                                           body: bytes) -> None:
+    from providers.errors import UpstreamProtocolError
+    from providers.openai import OpenAIProvider
+
+    provider = OpenAIProvider(ProviderConfig(name="up", kind="openai",
+                                             base_url="https://up.example/v1"), transport)
+    upstream.post("https://up.example/v1/chat/completions").mock(
+        return_value=httpx.Response(200, content=body,
+                                    headers={"content-type": "application/json"}))
+    with pytest.raises(UpstreamProtocolError, match="unexpected completion body"):
+        await provider.complete_chat(ChatRequest(model="m", messages=[
+            {"role": "user", "content": "hi"}]), ctx)
