@@ -154,8 +154,8 @@ def run(mode_name: str, *, soak_seconds: float | None = None, use_nginx: bool = 
         "password is hashed with it; API keys use HMAC).",
         "Each scenario starts from a fresh gateway process (same data), warmed up with 16 "
         "connections: pooled upstream connections left by one step would skew the next.",
-        "Non-streaming: clients send stream=false; the gateway calls the mock with stream=true "
-        "(4 content chunks + finish + usage) and collects; mock and nginx answer one JSON body.",
+        "Non-streaming: clients send stream=false and the gateway asks the mock for one JSON "
+        "body too (4 chunks' worth of text + usage), as mock direct and nginx do.",
         "Non-streaming closed-loop load: " + ("wrk (1 thread)." if use_wrk else
                                               "Python client (wrk not found)."),
     ]

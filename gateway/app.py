@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -107,6 +108,10 @@ def create_app(settings: Settings, *,
                                lease_seconds=settings.job_lease_seconds,
                                max_attempts=settings.job_max_attempts)
         state.jobs.start()
+        # Start-up objects (modules, metadata, settings) live as long as the process: out of
+        # the cyclic collector's sight, its full collections stop pausing requests.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
