@@ -109,9 +109,13 @@ def create_app(settings: Settings, *,
                                max_attempts=settings.job_max_attempts)
         state.jobs.start()
         # Start-up objects (modules, metadata, settings) live as long as the process: out of
-        # the cyclic collector's sight, its full collections stop pausing requests.
+        # the cyclic collector's sight, its full collections stop pausing requests. A request
+        # allocates hundreds of objects: at the default threshold (700) young collections ran
+        # several times per request and promoted the objects of calls in flight; 10,000
+        # keeps each pause well under a millisecond (bench/README.md has the numbers).
         gc.collect()
         gc.freeze()
+        gc.set_threshold(10_000, 20, 100)
         try:
             yield
         finally:

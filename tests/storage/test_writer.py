@@ -1,0 +1,63 @@
+"""The background writer on both databases: big and small batches, usage counters, drops."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from storage.models import InferenceRequest, UsageDaily, utcnow
+from storage.writer import RequestWriter
+from tests.conftest import register
+from tests.servers import GatewayServer
+
+
+def _row(user_id: uuid.UUID, i: int) -> dict:
+    now = utcnow()
+    return {"id": uuid.uuid4(), "user_id": user_id, "api_key_id": None,
+            "request_id": f"req_w{i}", "source": "v1", "model": "writer-test",
+            "provider": "p", "upstream_model": "u", "messages": [{"role": "user", "content": "x"}],
+            "parameters": {}, "prompt": "x", "response": f"answer {i}", "tool_calls": None,
+            "finish_reason": "stop", "status": "completed" if i % 10 else "failed",
+            "prompt_tokens": 3, "completion_tokens": i % 7, "total_tokens": 3 + i % 7,
+            "tokens_estimated": False, "processing_time_ms": 5, "time_to_first_token_ms": 2,
+            "error": None, "attempts": 1, "created_at": now, "started_at": now,
+            "completed_at": now + timedelta(milliseconds=5), "updated_at": now}
+
+
+def test_big_and_small_batches_are_all_written(gateway: GatewayServer) -> None:
+    user_id = uuid.UUID(register(gateway.url).user_id)
+    writer = gateway.state.writer
+
+    async def submit_and_count(rows: list[dict]) -> tuple[int, tuple]:
+        for row in rows:  # no await in between: one batch, split into statements
+            assert writer.submit_request(row)
+        await writer.flush()
+        async with gateway.state.engine.connect() as conn:
+            stored = await conn.scalar(sa.select(sa.func.count()).select_from(
+                InferenceRequest).where(InferenceRequest.user_id == user_id))
+            usage = (await conn.execute(
+                sa.select(UsageDaily.requests, UsageDaily.failed, UsageDaily.completion_tokens)
+                .where(UsageDaily.user_id == user_id))).one()
+        return stored, tuple(usage)
+
+    big = [_row(user_id, i) for i in range(1000)]
+    assert gateway.run(submit_and_count(big)) == (1000, (1000, 100, sum(i % 7 for i in
+                                                                         range(1000))))
+    small = [_row(user_id, 1000 + i) for i in range(37)]  # 16 + 16 + 5 rows
+    stored, usage = gateway.run(submit_and_count(small))
+    assert stored == 1037 and usage[0] == 1037
+
+
+def test_a_full_queue_drops_and_counts(gateway: GatewayServer) -> None:
+    user_id = uuid.UUID(register(gateway.url).user_id)
+
+    async def overfill() -> tuple[int, int]:
+        writer = RequestWriter(gateway.state.engine, queue_size=5)
+        accepted = sum(writer.submit_request(_row(user_id, i)) for i in range(8))
+        writer.start()
+        await writer.stop()
+        return accepted, writer.stats.dropped
+
+    assert gateway.run(overfill()) == (5, 3)
