@@ -18,14 +18,13 @@ from storage.models import ApiKey, AuditLog, InferenceRequest, UsageDaily
 
 log = logging.getLogger("gateway.writer")
 
-# Rows per INSERT statement. SQLAlchemy binds a statement's parameters on the event loop
-# (~15 µs a row), so one 2,000-row statement held the loop for tens of ms, which every
-# request then waited for: statements of 16 rows hold it for a fraction of a millisecond.
-# But each statement also waits for a turn of the loop, which takes milliseconds when the
-# loop is saturated; so a big batch (the queue backed up) is split into at most
-# MAX_STATEMENTS statements, trading a little latency for keeping up.
+# Rows per INSERT statement while the writer keeps up. SQLAlchemy binds a statement's
+# parameters on the event loop (~15 µs a row): one 2,000-row statement held the loop for tens
+# of ms, which every request then waited for, and 16 rows hold it for a fraction of a ms.
+# But every statement also waits for a turn of the loop, which takes many ms when the loop
+# is saturated; so once the queue is backed up, a batch takes everything queued and is one
+# statement (throughput first).
 STATEMENT_ROWS = 16
-MAX_STATEMENTS = 8
 
 _USAGE_COUNTERS = ("requests", "succeeded", "failed", "cancelled", "prompt_tokens",
                    "completion_tokens", "processing_time_ms", "time_to_first_token_ms",
@@ -38,6 +37,7 @@ class WriterStats:
     written: int = 0
     dropped: int = 0
     failed_batches: int = 0
+    waits: int = 0  # calls that waited for room in a full queue (backpressure)
 
 
 class RequestWriter:
@@ -49,12 +49,14 @@ class RequestWriter:
     """
 
     def __init__(self, engine: AsyncEngine, *, queue_size: int = 10_000, batch_size: int = 2000,
-                 flush_seconds: float = 0.2, retries: int = 3) -> None:
+                 flush_seconds: float = 0.2, retries: int = 3,
+                 backpressure_seconds: float = 30.0) -> None:
         self._engine = engine
         self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(queue_size)
         self._batch_size = batch_size
         self._flush_seconds = flush_seconds
         self._retries = retries
+        self._backpressure_seconds = backpressure_seconds
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -64,9 +66,26 @@ class RequestWriter:
     def pending(self) -> int:
         return self._queue.qsize()
 
-    def submit_request(self, row: dict[str, Any]) -> bool:
-        """Queue one finished ``inference_requests`` row (and its usage counters)."""
-        return self._put("request", row)
+    async def submit_request(self, row: dict[str, Any]) -> bool:
+        """Queue one finished ``inference_requests`` row (and its usage counters).
+
+        Returns at once while the queue has room, which is always below capacity. When the
+        gateway takes calls faster than it can record them, the call waits for room (up
+        to ``backpressure_seconds``) instead of losing its row: overload slows callers
+        down rather than dropping records.
+        """
+        if self._put("request", row):
+            return True
+        self.stats.waits += 1
+        try:
+            await asyncio.wait_for(self._queue.put(("request", row)),
+                                   self._backpressure_seconds)
+        except TimeoutError:
+            self._drop("request")
+            return False
+        self.stats.enqueued += 1
+        self._idle.clear()
+        return True
 
     def submit_audit(self, row: dict[str, Any]) -> bool:
         return self._put("audit", row)
@@ -78,13 +97,17 @@ class RequestWriter:
         try:
             self._queue.put_nowait((kind, row))
         except asyncio.QueueFull:
-            self.stats.dropped += 1
-            if self.stats.dropped == 1 or self.stats.dropped % 1000 == 0:
-                log.error("writer queue full: dropped %d %s rows so far", self.stats.dropped, kind)
+            if kind != "request":
+                self._drop(kind)
             return False
         self.stats.enqueued += 1
         self._idle.clear()
         return True
+
+    def _drop(self, kind: str) -> None:
+        self.stats.dropped += 1
+        if self.stats.dropped == 1 or self.stats.dropped % 1000 == 0:
+            log.error("writer queue full: dropped %d %s rows so far", self.stats.dropped, kind)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="request-writer")
@@ -106,31 +129,33 @@ class RequestWriter:
         self._task = None
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            item = await self._queue.get()
-            batch = [item]
-            deadline = asyncio.get_running_loop().time() + self._flush_seconds
-            while len(batch) < self._batch_size:
-                try:
+            batch = [await self._queue.get()]
+            deadline = loop.time() + self._flush_seconds
+            while True:
+                while len(batch) < self._batch_size and not self._queue.empty():
                     batch.append(self._queue.get_nowait())
-                    continue
-                except asyncio.QueueEmpty:
-                    pass
-                timeout = deadline - asyncio.get_running_loop().time()
-                if timeout <= 0:
+                wait = deadline - loop.time()
+                if len(batch) >= self._batch_size or wait <= 0:
                     break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
-                except TimeoutError:
-                    break
-            await self._write_with_retries(batch)
+                await asyncio.sleep(wait)  # one timer per batch, not one per row
+            backed_up = not self._queue.empty()
+            if backed_up:
+                # Behind: everything queued goes in this batch, as one statement. Each
+                # statement waits for turns of a saturated loop, so rows per turn is what
+                # lets the writer catch up.
+                while not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+            await self._write_with_retries(batch, None if backed_up else STATEMENT_ROWS)
             if self._queue.empty():
                 self._idle.set()
 
-    async def _write_with_retries(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+    async def _write_with_retries(self, batch: list[tuple[str, dict[str, Any]]],
+                                  rows_per_statement: int | None) -> None:
         for attempt in range(self._retries + 1):
             try:
-                await self._write(batch)
+                await self._write(batch, rows_per_statement)
                 self.stats.written += len(batch)
                 return
             except asyncio.CancelledError:
@@ -143,7 +168,8 @@ class RequestWriter:
         log.error("writer dropped a batch of %d rows after %d attempts", len(batch),
                   self._retries + 1)
 
-    async def _write(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+    async def _write(self, batch: list[tuple[str, dict[str, Any]]],
+                     rows_per_statement: int | None) -> None:
         requests = [row for kind, row in batch if kind == "request"]
         audits = [row for kind, row in batch if kind == "audit"]
         touches: dict[Any, datetime] = {}
@@ -152,7 +178,7 @@ class RequestWriter:
                 touches[row["id"]] = max(row["at"], touches.get(row["id"], row["at"]))
         async with self._engine.begin() as conn:
             insert = sa.insert(InferenceRequest.__table__)
-            step = max(STATEMENT_ROWS, -(-len(requests) // MAX_STATEMENTS))
+            step = rows_per_statement or len(requests) or 1
             for start in range(0, len(requests), step):
                 # Binding parameters runs on the event loop: in slices, requests interleave.
                 await conn.execute(insert, requests[start:start + step])

@@ -178,7 +178,7 @@ class ChatCall:
         if self._record is not None:
             await self._record(row)
         else:
-            self.svc.writer.submit_request(row)
+            await self.svc.writer.submit_request(row)
 
     def row(self, status: str, error: str | None, usage: Usage) -> dict[str, Any]:
         now = utcnow()

@@ -39,7 +39,7 @@ async def ready(request: Request) -> JSONResponse:
     writer = state.writer.stats
     return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks,
                          "writer": {"pending": state.writer.pending, "dropped": writer.dropped,
-                                    "written": writer.written}},
+                                    "written": writer.written, "waits": writer.waits}},
                         status_code=200 if ok else 503)
 
 

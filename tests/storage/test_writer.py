@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
@@ -32,7 +33,7 @@ def test_big_and_small_batches_are_all_written(gateway: GatewayServer) -> None:
 
     async def submit_and_count(rows: list[dict]) -> tuple[int, tuple]:
         for row in rows:  # no await in between: one batch, split into statements
-            assert writer.submit_request(row)
+            assert writer._put("request", row)
         await writer.flush()
         async with gateway.state.engine.connect() as conn:
             stored = await conn.scalar(sa.select(sa.func.count()).select_from(
@@ -50,14 +51,57 @@ def test_big_and_small_batches_are_all_written(gateway: GatewayServer) -> None:
     assert stored == 1037 and usage[0] == 1037
 
 
-def test_a_full_queue_drops_and_counts(gateway: GatewayServer) -> None:
+def test_a_full_queue_makes_calls_wait_not_drop(gateway: GatewayServer) -> None:
     user_id = uuid.UUID(register(gateway.url).user_id)
 
-    async def overfill() -> tuple[int, int]:
-        writer = RequestWriter(gateway.state.engine, queue_size=5)
-        accepted = sum(writer.submit_request(_row(user_id, i)) for i in range(8))
+    async def overfill() -> tuple[list[bool], int, int]:
+        writer = RequestWriter(gateway.state.engine, queue_size=5, backpressure_seconds=5)
+        submits = [asyncio.ensure_future(writer.submit_request(_row(user_id, i)))
+                   for i in range(8)]
+        await asyncio.sleep(0.05)
+        waiting = sum(not s.done() for s in submits)  # no writer yet: three wait for room
+        writer.start()
+        results = await asyncio.gather(*submits)
+        await writer.stop()
+        assert writer.stats.waits == waiting == 3
+        return results, writer.stats.dropped, writer.stats.written
+
+    assert gateway.run(overfill()) == ([True] * 8, 0, 8)
+
+
+def test_a_queue_full_for_too_long_drops_and_counts(gateway: GatewayServer) -> None:
+    user_id = uuid.UUID(register(gateway.url).user_id)
+
+    async def stuck() -> tuple[list[bool], int]:
+        writer = RequestWriter(gateway.state.engine, queue_size=2, backpressure_seconds=0.05)
+        results = [await writer.submit_request(_row(user_id, i)) for i in range(3)]
+        return results, writer.stats.dropped  # never started: nothing makes room
+
+    assert gateway.run(stuck()) == ([True, True, False], 1)
+
+
+def test_a_backed_up_queue_is_written_in_whole_batches(gateway: GatewayServer) -> None:
+    user_id = uuid.UUID(register(gateway.url).user_id)
+
+    async def backlog() -> tuple[int, list[int]]:
+        writer = RequestWriter(gateway.state.engine, batch_size=100)
+        statements: list[int] = []
+        write = writer._write
+
+        async def spy(batch, rows_per_statement):
+            statements.append(rows_per_statement or len(batch))
+            await write(batch, rows_per_statement)
+
+        writer._write = spy  # type: ignore[method-assign]
+        for i in range(350):
+            writer._put("request", _row(user_id, i))
         writer.start()
         await writer.stop()
-        return accepted, writer.stats.dropped
+        async with gateway.state.engine.connect() as conn:
+            stored = await conn.scalar(sa.select(sa.func.count()).select_from(
+                InferenceRequest).where(InferenceRequest.user_id == user_id))
+        return stored, statements
 
-    assert gateway.run(overfill()) == (5, 3)
+    stored, statements = gateway.run(backlog())
+    # Behind after the first full batch: it takes everything queued, as one statement.
+    assert stored == 350 and statements == [350]
