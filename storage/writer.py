@@ -57,6 +57,7 @@ class RequestWriter:
         self._flush_seconds = flush_seconds
         self._retries = retries
         self._backpressure_seconds = backpressure_seconds
+        self._waiting = 0
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -74,15 +75,20 @@ class RequestWriter:
         to ``backpressure_seconds``) instead of losing its row: overload slows callers
         down rather than dropping records.
         """
-        if self._put("request", row):
+        # First come, first served: while calls wait for room, later ones queue behind them
+        # (a slot freed for a waiter must not go to a newcomer).
+        if not self._waiting and self._put("request", row):
             return True
         self.stats.waits += 1
+        self._waiting += 1
         try:
             await asyncio.wait_for(self._queue.put(("request", row)),
                                    self._backpressure_seconds)
         except TimeoutError:
             self._drop("request")
             return False
+        finally:
+            self._waiting -= 1
         self.stats.enqueued += 1
         self._idle.clear()
         return True

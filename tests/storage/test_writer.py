@@ -105,3 +105,22 @@ def test_a_backed_up_queue_is_written_in_whole_batches(gateway: GatewayServer) -
     stored, statements = gateway.run(backlog())
     # Behind after the first full batch: it takes everything queued, as one statement.
     assert stored == 350 and statements == [350]
+
+
+def test_calls_waiting_for_room_are_served_first_come_first_served(
+        gateway: GatewayServer) -> None:
+    user_id = uuid.UUID(register(gateway.url).user_id)
+
+    async def order() -> list[str]:
+        writer = RequestWriter(gateway.state.engine, queue_size=1, backpressure_seconds=5)
+        await writer.submit_request(_row(user_id, 0))
+        first = asyncio.ensure_future(writer.submit_request(_row(user_id, 1)))
+        await asyncio.sleep(0.01)  # waiting for room
+        writer._queue.get_nowait()  # the writer makes room; the waiter has not run yet
+        second = asyncio.ensure_future(writer.submit_request(_row(user_id, 2)))
+        await asyncio.sleep(0.01)
+        queued = writer._queue.get_nowait()[1]["request_id"]
+        await asyncio.gather(first, second)
+        return [queued, writer._queue.get_nowait()[1]["request_id"]]
+
+    assert gateway.run(order()) == ["req_w1", "req_w2"]
