@@ -6,6 +6,7 @@ process's entry at once; other processes see it within ``ttl`` seconds, as do pl
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import time
 import uuid
@@ -79,6 +80,7 @@ class Authenticator:
         self._touch = touch  # callable(key_id, at) that records last_used_at off the hot path
         self._keys: dict[str, tuple[float, Principal | None, str]] = {}
         self._users: dict[uuid.UUID, tuple[float, Principal | None]] = {}
+        self._loading: dict[str, asyncio.Task[Principal | None]] = {}
 
     async def authenticate(self, conn: HTTPConnection) -> Principal:
         headers = conn.headers
@@ -102,10 +104,26 @@ class Authenticator:
 
     async def _by_key(self, key: str) -> Principal | None:
         # Cached by the presented key, so a hit costs no HMAC; the hash is kept for revocation.
-        now = time.monotonic()
         cached = self._keys.get(key)
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] > time.monotonic():
             return cached[1]
+        # One lookup per key at a time: when an entry expires under load, hundreds of calls
+        # miss together; they share one query instead of queueing for database connections
+        # (and the writer behind them) and touching the key hundreds of times.
+        task = self._loading.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load_key(key))
+            self._loading[key] = task
+            task.add_done_callback(lambda done: self._loaded(key, done))
+        return await asyncio.shield(task)
+
+    def _loaded(self, key: str, task: asyncio.Task[Principal | None]) -> None:
+        self._loading.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here too, in case every waiter went away
+
+    async def _load_key(self, key: str) -> Principal | None:
+        now = time.monotonic()
         key_hash = self._hasher.hash(key)
         record = await self._accounts.key_by_hash(key_hash)
         principal = None

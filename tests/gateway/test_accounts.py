@@ -202,3 +202,35 @@ def test_other_users_keys_are_404(gateway: GatewayServer, account: Account) -> N
                      headers={"Authorization": f"Bearer {account.token}"})
     assert r.status_code == 404
     assert me(gateway, **{"X-API-Key": other.api_key}).status_code == 200
+
+
+def test_concurrent_misses_share_one_key_lookup(gateway: GatewayServer,
+                                                account: Account) -> None:
+    import asyncio
+
+    from starlette.requests import HTTPConnection
+
+    auth = gateway.state.auth
+    lookups: list[str] = []
+    original = auth._accounts.key_by_hash
+
+    async def counted(key_hash: str):
+        lookups.append(key_hash)
+        await asyncio.sleep(0.05)  # a slow database: every caller arrives meanwhile
+        return await original(key_hash)
+
+    scope = {"type": "http", "headers": [(b"authorization",
+                                          f"Bearer {account.api_key}".encode())]}
+
+    async def burst() -> set:
+        auth._keys.pop(account.api_key, None)  # the entry just expired
+        auth._accounts.key_by_hash = counted
+        try:
+            found = await asyncio.gather(*(auth.authenticate(HTTPConnection(scope))
+                                           for _ in range(50)))
+        finally:
+            auth._accounts.key_by_hash = original
+        return {p.user_id for p in found}
+
+    assert gateway.run(burst()) == {uuid.UUID(account.user_id)}
+    assert len(lookups) == 1 and not auth._loading
