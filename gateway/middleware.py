@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from itertools import count
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import APIError, internal_error
@@ -130,6 +131,8 @@ class Envelope:
         scope["app"] = self.app
         try:
             await endpoint(scope, limited_receive, send_with_headers)
+        except ClientDisconnect:
+            return  # gone while sending its body: nobody to answer, nothing went wrong
         except Exception:
             if started:
                 raise

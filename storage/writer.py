@@ -94,26 +94,27 @@ class RequestWriter:
         return True
 
     def submit_audit(self, row: dict[str, Any]) -> bool:
-        return self._put("audit", row)
+        return self._put("audit", row) or self._drop("audit")
 
     def touch_key(self, key_id: Any, at: datetime) -> bool:
-        return self._put("touch", {"id": key_id, "at": at})
+        return self._put("touch", {"id": key_id, "at": at}) or self._drop("touch")
 
     def _put(self, kind: str, row: dict[str, Any]) -> bool:
         try:
             self._queue.put_nowait((kind, row))
         except asyncio.QueueFull:
-            if kind != "request":
-                self._drop(kind)
             return False
         self.stats.enqueued += 1
         self._idle.clear()
         return True
 
-    def _drop(self, kind: str) -> None:
+    def _drop(self, kind: str) -> bool:
+        """Count (and now and then log) a row the queue had no room for; always False."""
         self.stats.dropped += 1
         if self.stats.dropped == 1 or self.stats.dropped % 1000 == 0:
-            log.error("writer queue full: dropped %d %s rows so far", self.stats.dropped, kind)
+            log.error("writer queue full: dropped %d rows so far (this one: %s)",
+                      self.stats.dropped, kind)
+        return False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="request-writer")

@@ -123,3 +123,23 @@ async def test_unexpected_error_on_hot_route_is_openai_shaped_500() -> None:
     assert sent[0]["status"] == 500
     assert b'"code":"internal_error"' in sent[1]["body"]
     assert any(name == b"x-request-id" for name, _ in sent[0]["headers"])
+
+
+async def test_client_gone_mid_body_on_hot_route_is_not_an_error(caplog) -> None:
+    from starlette.requests import ClientDisconnect
+
+    from gateway.middleware import Envelope
+
+    async def reads_body(scope, receive, send):
+        raise ClientDisconnect()
+
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    envelope = Envelope(None, max_body_bytes=100,  # type: ignore[arg-type]
+                        fast={("POST", "/x"): reads_body})
+    await envelope({"type": "http", "method": "POST", "path": "/x", "headers": []},
+                   None, send)
+    assert sent == [] and "unhandled" not in caplog.text
