@@ -34,7 +34,7 @@ class Mode:
     open_counts: tuple[int, ...]
     hold_seconds: float
     soak_seconds: float
-    soak_fraction: float  # of measured capacity, non-streaming, plus some streams
+    soak_fraction: float  # of measured capacity, non-streaming, plus token-paced streams
     soak_streams: int
     backend_conns: tuple[int, ...]
     warmup_seconds: float

@@ -31,7 +31,10 @@ NONSTREAM = "mock-c4"
 PACED = {20: "mock-c20-d1", 64: "mock-c64-d1"}
 BURST = {20: "mock-c20", 64: "mock-c64"}
 SLOW = "mock-c100000-d1000"
-MODELS = [NONSTREAM, *PACED.values(), *BURST.values(), SLOW]
+# The soak's streams: token-paced like a real model (20 chunks 50 ms apart, a second each),
+# so the soak's mixed load stays below the gateway's capacity.
+SOAK_STREAM = "mock-c20-d50"
+MODELS = [NONSTREAM, *PACED.values(), *BURST.values(), SLOW, SOAK_STREAM]
 ANTHROPIC_PREFIX = "a-"
 
 

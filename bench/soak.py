@@ -11,7 +11,7 @@ from bench.harness import Run, log, openai_body
 from bench.load import Tally, ms, percentile
 from bench.procs import CpuMeter
 from bench.scenarios_http import capacity
-from bench.services import NONSTREAM, PACED
+from bench.services import NONSTREAM, SOAK_STREAM
 
 DEFAULT_RATE = 500.0  # when no throughput was measured in this run
 
@@ -63,13 +63,13 @@ async def soak(run: Run, seconds: float) -> None:
             cpu0 = cpu1
 
     log(f"soak: {seconds:.0f}s at {rate:.0f} req/s non-streaming + {run.mode.soak_streams} "
-        "looping streams (20 chunks, 1 ms apart)")
+        "looping streams (20 chunks, 50 ms apart)")
     with CpuMeter(gw.proc) as cpu:
         sampling = asyncio.create_task(sampler())
         await asyncio.gather(
             load.fixed_rate("127.0.0.1", gw.port, gw.request(openai_body(NONSTREAM, False)),
                             rate=rate, duration=seconds, tally=plain),
-            load.closed_loop("127.0.0.1", gw.port, gw.request(openai_body(PACED[20], True)),
+            load.closed_loop("127.0.0.1", gw.port, gw.request(openai_body(SOAK_STREAM, True)),
                              conns=run.mode.soak_streams, duration=seconds, stream=True,
                              tally=streams))
         stop.set()
