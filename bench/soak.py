@@ -9,6 +9,7 @@ from typing import Any
 from bench import load
 from bench.harness import Run, log, openai_body
 from bench.load import Tally, ms, percentile
+from bench.mock_upstream import shape_of
 from bench.procs import CpuMeter
 from bench.scenarios_http import capacity
 from bench.services import NONSTREAM, SOAK_STREAM
@@ -62,8 +63,9 @@ async def soak(run: Run, seconds: float) -> None:
                 "writer_dropped": writer.get("dropped"), "writer_written": writer.get("written")})
             cpu0 = cpu1
 
+    shape = shape_of(SOAK_STREAM)
     log(f"soak: {seconds:.0f}s at {rate:.0f} req/s non-streaming + {run.mode.soak_streams} "
-        "looping streams (20 chunks, 50 ms apart)")
+        f"looping streams ({shape.chunks} chunks, {shape.delay * 1000:.0f} ms apart)")
     with CpuMeter(gw.proc) as cpu:
         sampling = asyncio.create_task(sampler())
         await asyncio.gather(
