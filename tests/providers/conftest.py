@@ -6,12 +6,17 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import aclosing
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import respx
 
-from providers.base import CallContext, ChatRequest, Chunk, Provider
+from providers.anthropic import AnthropicProvider
+from providers.base import CallContext, ChatRequest, Chunk, Provider, ProviderConfig
+from providers.openai import OpenAIProvider
+from providers.together import TogetherProvider
+from providers.upstream import HTTPStreamProvider
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "upstream"
 
@@ -109,3 +114,24 @@ def collect(ctx: CallContext) -> Callable[[Provider, ChatRequest], object]:
         async with aclosing(provider.stream_chat(req, ctx)) as stream:
             return [chunk async for chunk in stream]
     return run
+
+
+@pytest.fixture
+def providers(transport: httpx.AsyncBaseTransport) -> dict[str, HTTPStreamProvider]:
+    return {
+        "openai": OpenAIProvider(ProviderConfig(name="openai", kind="openai",
+                                                api_key="sk-test"), transport),
+        "anthropic": AnthropicProvider(ProviderConfig(name="anthropic", kind="anthropic",
+                                                      api_key="sk-ant-test"), transport),
+        "together": TogetherProvider(ProviderConfig(name="together", kind="together",
+                                                    api_key="tg-key"), transport),
+    }
+
+
+@pytest.fixture
+def complete(ctx: CallContext) -> Callable[..., Any]:
+    """``await complete(provider, req)``: the non-streamed call with the shared context."""
+    async def run(provider: Any, req: ChatRequest) -> list[Chunk]:
+        return await provider.complete_chat(req, ctx)
+    return run
+
