@@ -86,22 +86,28 @@ class AccountRepository:
                 select(ApiKey).where(ApiKey.id == key_id, ApiKey.user_id == user_id))).first()
 
     async def replace_key_hash(self, key: ApiKey, key_hash: str, prefix: str,
-                               suffix: str) -> ApiKey:
-        """Regenerate: the same key row gets a new secret; the old one stops working."""
+                               suffix: str) -> ApiKey | None:
+        """Regenerate: the same key row gets a new secret; the old one stops working.
+
+        Only an active key is regenerated (None otherwise): the condition is in the UPDATE
+        itself, so a revoke racing this call cannot be undone by it.
+        """
         async with self._sessions() as session:
-            await session.exec(
-                sa.update(ApiKey).where(ApiKey.id == key.id).values(
-                    key_hash=key_hash, key_prefix=prefix, key_suffix=suffix, status="active",
-                    revoked_at=None, updated_at=utcnow()))
+            result = await session.exec(
+                sa.update(ApiKey).where(ApiKey.id == key.id, ApiKey.status == "active")
+                .values(key_hash=key_hash, key_prefix=prefix, key_suffix=suffix,
+                        updated_at=utcnow()))
             await session.commit()
+        if result.rowcount != 1:
+            return None
         return key.model_copy(update={"key_hash": key_hash, "key_prefix": prefix,
-                                      "key_suffix": suffix, "status": "active",
-                                      "revoked_at": None})
+                                      "key_suffix": suffix})
 
     async def revoke_key(self, key: ApiKey) -> None:
         now = utcnow()
         async with self._sessions() as session:
-            await session.exec(sa.update(ApiKey).where(ApiKey.id == key.id).values(
+            await session.exec(sa.update(ApiKey).where(
+                ApiKey.id == key.id, ApiKey.status != "revoked").values(
                 status="revoked", revoked_at=now, updated_at=now))
             await session.commit()
 

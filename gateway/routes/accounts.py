@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from gateway.audit import audit
 from gateway.auth.credentials import mask_key
+from gateway.auth.principal import Principal
 from gateway.errors import APIError, invalid, not_found
 from gateway.http import JSONResponse, client_ip, json_object
 from storage.accounts import EmailTaken
@@ -136,15 +137,29 @@ async def me(request: Request) -> JSONResponse:
                                   "features": plan.features}})
 
 
-async def list_keys(request: Request) -> JSONResponse:
+async def session_principal(request: Request) -> Principal:
+    """The caller signed in with a session (JWT); API keys may not manage keys.
+
+    Otherwise a leaked or deliberately limited key could mint itself an unlimited
+    sibling, or regenerate its way out of a revocation.
+    """
     principal = await request.app.state.auth.authenticate(request)
+    if principal.via != "jwt":
+        raise APIError(403, "Managing API keys needs a signed-in session: send the token "
+                       "from POST /auth/login as 'Authorization: Bearer <token>', not an "
+                       "API key.", code="permission_denied")
+    return principal
+
+
+async def list_keys(request: Request) -> JSONResponse:
+    principal = await session_principal(request)
     keys = await request.app.state.accounts.list_keys(principal.user_id)
     return JSONResponse({"object": "list", "data": [key_view(k) for k in keys]})
 
 
 async def create_key(request: Request) -> JSONResponse:
     state = request.app.state
-    principal = await state.auth.authenticate(request)
+    principal = await session_principal(request)
     data = await json_object(request)
     name = _key_name(data)
     limits = _key_limits(data)
@@ -156,9 +171,9 @@ async def create_key(request: Request) -> JSONResponse:
     return JSONResponse({**key_view(key), "key": new_key.plaintext}, status_code=201)
 
 
-async def _owned_key(request: Request) -> tuple[Any, ApiKey]:
+async def _owned_key(request: Request) -> tuple[Principal, ApiKey]:
     state = request.app.state
-    principal = await state.auth.authenticate(request)
+    principal = await session_principal(request)
     try:
         key_id = uuid.UUID(request.path_params["key_id"])
     except ValueError:
@@ -175,6 +190,9 @@ async def regenerate_key(request: Request) -> JSONResponse:
     new_key = state.hasher.generate()
     updated = await state.accounts.replace_key_hash(key, new_key.key_hash, new_key.prefix,
                                                     new_key.suffix)
+    if updated is None:
+        raise APIError(409, "This API key is revoked and stays revoked; create a new key "
+                       "instead.", code="api_key_revoked")
     state.auth.forget_key(key.key_hash)
     audit(request, "api_key.regenerate", user_id=principal.user_id, resource_type="api_key",
           resource_id=key.id)
