@@ -27,7 +27,9 @@ def setup_user(proc: GatewayProcess, env: dict[str, str], **limits: int) -> str:
     assert r.status_code == 201, r.text
     subprocess.run([sys.executable, "-m", "gateway.cli", "set-plan", email, "enterprise"],
                    env=env, check=True, capture_output=True)
-    r = httpx.post(proc.url + "/auth/keys", headers={"X-API-Key": r.json()["apiKey"]},
+    # Keys are managed with the session (JWT); an API key may not mint keys.
+    r = httpx.post(proc.url + "/auth/keys",
+                   headers={"Authorization": f"Bearer {r.json()['token']}"},
                    json={"name": "limited", "limits": limits})
     assert r.status_code == 201, r.text
     return r.json()["key"]

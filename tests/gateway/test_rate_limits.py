@@ -47,7 +47,9 @@ def in_use(gateway: GatewayServer, account: Account) -> int:
 
 
 def key_with_limits(gateway: GatewayServer, account: Account, **limits: int) -> str:
-    r = httpx.post(gateway.url + "/auth/keys", headers={"X-API-Key": account.api_key},
+    # Keys are managed with the session (JWT); an API key may not mint keys.
+    r = httpx.post(gateway.url + "/auth/keys",
+                   headers={"Authorization": f"Bearer {account.token}"},
                    json={"name": "limited", "limits": limits})
     assert r.status_code == 201, r.text
     assert r.json()["limits"] == limits
