@@ -8,6 +8,8 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 
 import bcrypt
 from jose import JWTError, jwt
@@ -83,12 +85,21 @@ class JwtCodec:
             return None
 
 
+@cache
+def common_passwords() -> frozenset[str]:
+    """The shipped list of the most common passwords (lowercase), read once per process."""
+    text = resources.files("gateway.auth").joinpath("common_passwords.txt").read_text("utf-8")
+    return frozenset(line for line in text.splitlines() if line and not line.startswith("#"))
+
+
 class PasswordHasher:
     """bcrypt for passwords, and the password policy."""
 
-    def __init__(self, *, rounds: int = 12, min_length: int = 10) -> None:
+    def __init__(self, *, rounds: int = 12, min_length: int = 10,
+                 common: frozenset[str] | None = None) -> None:
         self._rounds = rounds
         self.min_length = min_length
+        self._common = common_passwords() if common is None else common
         # Verifying against this keeps unknown-email logins as slow as wrong-password ones.
         self.dummy_hash = bcrypt.hashpw(b"not-a-password", bcrypt.gensalt(rounds)).decode()
 
@@ -97,6 +108,9 @@ class PasswordHasher:
             raise invalid("password", f"password must be at least {self.min_length} characters")
         if len(password.encode()) > 72:
             raise invalid("password", "password must be at most 72 bytes (bcrypt's limit)")
+        if password.lower() in self._common:
+            raise invalid("password", "this password is one of the most commonly used ones "
+                          "and among the first an attacker tries; choose another")
         if password.isalpha() or password.isdigit() or len(set(password)) < 4:
             raise invalid("password",
                           "password must mix letters with digits or symbols and not repeat "
