@@ -17,6 +17,7 @@ from starlette.types import ASGIApp
 
 from gateway.auth.credentials import ApiKeyHasher, JwtCodec, PasswordHasher
 from gateway.auth.principal import Authenticator
+from gateway.auth.throttle import AuthThrottle
 from gateway.catalog import ModelCatalog
 from gateway.chat.call import CallServices
 from gateway.errors import APIError, handle_api_error, handle_http_exception, handle_unexpected
@@ -85,6 +86,14 @@ def create_app(settings: Settings, *,
                              audience=settings.jwt_audience, ttl_seconds=settings.jwt_ttl_seconds)
         state.passwords = PasswordHasher(rounds=settings.bcrypt_rounds,
                                          min_length=settings.password_min_length)
+        state.throttle = AuthThrottle(
+            state.limiter, attempts_per_ip=settings.login_attempts_per_ip,
+            failures_per_address=settings.login_failures_per_address,
+            failures_per_account=settings.login_attempts_per_account,
+            window_seconds=settings.login_window_seconds,
+            max_delay=settings.login_delay_max_seconds,
+            registrations_per_ip=settings.registrations_per_ip,
+            registration_window_seconds=settings.registration_window_seconds)
         state.auth = Authenticator(state.accounts, state.hasher, state.jwt,
                                    ttl=settings.auth_cache_seconds, touch=state.writer.touch_key)
         state.http = upstream_transport or build_upstream_transport(

@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     login_attempts_per_account: int = Field(10, ge=1)
     login_attempts_per_ip: int = Field(50, ge=1)
     login_window_seconds: int = Field(900, ge=1)
+    login_failures_per_address: int = Field(10, ge=1)
+    login_delay_max_seconds: float = Field(4.0, ge=0, le=30)
+    registrations_per_ip: int = Field(10, ge=1)
+    registration_window_seconds: int = Field(3600, ge=1)
 
     cors_origins: list[str] = []
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)

@@ -80,6 +80,8 @@ def make_settings(tmp_path: Path, database_url: str | None = None, **overrides: 
         "data_dir": tmp_path, "jwt_secret": SECRET, "key_hash_secret": SECRET + "k",
         "bcrypt_rounds": 4, "demo_delay_ms": 0, "migrate_on_start": False,
         "writer_flush_seconds": 0.02, "auth_cache_seconds": 0.0,
+        # Every test registers from 127.0.0.1; the per-address limit has its own tests.
+        "registrations_per_ip": 1_000_000,
     }
     if database_url:
         values["database_url"] = database_url

@@ -33,7 +33,9 @@ def gateway_env(data_dir: Path, **env: str) -> dict[str, str]:
     base.update({"GATEWAY_DATA_DIR": str(data_dir), "GATEWAY_JWT_SECRET": SECRET,
                  "GATEWAY_KEY_HASH_SECRET": SECRET + "k", "GATEWAY_BCRYPT_ROUNDS": "4",
                  "GATEWAY_DEMO_DELAY_MS": "0", "GATEWAY_AUTH_CACHE_SECONDS": "0",
-                 "GATEWAY_WRITER_FLUSH_SECONDS": "0.02"})
+                 "GATEWAY_WRITER_FLUSH_SECONDS": "0.02",
+                 # Redis keeps the per-address count across runs; tests register from 127.0.0.1.
+                 "GATEWAY_REGISTRATIONS_PER_IP": "1000000"})
     base.update(env)
     return base
 

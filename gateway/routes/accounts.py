@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from starlette.requests import Request
-from starlette.routing import Route
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.routing import Mount, Route, Router
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.audit import audit
 from gateway.auth.credentials import mask_key
 from gateway.auth.principal import Principal
-from gateway.errors import APIError, invalid, not_found
+from gateway.errors import APIError, internal_error, invalid, not_found
 from gateway.http import JSONResponse, client_ip, json_object
 from storage.accounts import EmailTaken
 from storage.models import ApiKey, User
+
+log = logging.getLogger("gateway")
 
 
 def user_view(user: User) -> dict[str, Any]:
@@ -81,6 +86,8 @@ async def register(request: Request) -> JSONResponse:
     email = _email(data)
     password = _password(data)
     state.passwords.check_policy(password)
+    # Counted once the request is valid, so a typo does not use up the address's quota.
+    await state.throttle.admit_registration(client_ip(request) or "unknown")
     password_hash = await asyncio.to_thread(state.passwords.hash, password)
     new_key = state.hasher.generate()
     try:
@@ -103,20 +110,17 @@ async def login(request: Request) -> JSONResponse:
     email = _email(data)
     password = _password(data)
     ip = client_ip(request) or "unknown"
-    settings = state.settings
-    for key, limit in ((f"login:acct:{email}", settings.login_attempts_per_account),
-                       (f"login:ip:{ip}", settings.login_attempts_per_ip)):
-        allowed, retry_after = await state.limiter.hit(key, limit, settings.login_window_seconds)
-        if not allowed:
-            audit(request, "auth.login_throttled", user_id=None, details={"email": email})
-            wait = max(1, round(retry_after))
-            raise APIError(429, f"Too many login attempts; try again in {wait} seconds.",
-                           code="too_many_login_attempts",
-                           headers={"retry-after": str(wait)})
+    try:
+        await state.throttle.admit_login(email, ip)
+    except APIError:
+        audit(request, "auth.login_throttled", user_id=None, details={"email": email})
+        raise
     user = await state.accounts.user_by_email(email)
     hashed = user.password_hash if user is not None else state.passwords.dummy_hash
     ok = await asyncio.to_thread(state.passwords.verify, password, hashed)
     if user is None or not ok or user.status != "active":
+        # Unknown emails count too: the answers must not tell which accounts exist.
+        await state.throttle.login_failed(email, ip)
         audit(request, "auth.login_failed", user_id=user.id if user else None,
               details={"email": email})
         raise APIError(401, "Incorrect email or password.", code="invalid_credentials")
@@ -211,12 +215,51 @@ async def revoke_key(request: Request) -> JSONResponse:
     return JSONResponse(key_view(revoked))
 
 
-routes = [
-    Route("/auth/register", register, methods=["POST"]),
-    Route("/auth/login", login, methods=["POST"]),
-    Route("/auth/me", me, methods=["GET"]),
-    Route("/auth/keys", list_keys, methods=["GET"]),
-    Route("/auth/keys", create_key, methods=["POST"]),
-    Route("/auth/keys/{key_id}/regenerate", regenerate_key, methods=["POST"]),
-    Route("/auth/keys/{key_id}", revoke_key, methods=["DELETE"]),
-]
+class NoStore:
+    """Every response under /auth (tokens, keys, errors) says ``Cache-Control: no-store``.
+
+    Errors are answered here, not by the app's handlers further out, so that they pass
+    through this layer too.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def send_no_store(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", ()), NO_STORE]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_no_store)
+        except ClientDisconnect:
+            raise
+        except Exception as exc:
+            if started:
+                raise
+            if isinstance(exc, APIError):
+                error = exc
+            elif isinstance(exc, HTTPException):  # the router's 404 and 405
+                error = APIError(exc.status_code, exc.detail or "error", headers=exc.headers)
+            else:
+                log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+                error = internal_error()
+            await error.response()(scope, receive, send_no_store)
+
+
+NO_STORE = (b"cache-control", b"no-store")
+
+routes = [Mount("/auth", app=NoStore(Router(routes=[
+    Route("/register", register, methods=["POST"]),
+    Route("/login", login, methods=["POST"]),
+    Route("/me", me, methods=["GET"]),
+    Route("/keys", list_keys, methods=["GET"]),
+    Route("/keys", create_key, methods=["POST"]),
+    Route("/keys/{key_id}/regenerate", regenerate_key, methods=["POST"]),
+    Route("/keys/{key_id}", revoke_key, methods=["DELETE"]),
+])))]
