@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -25,6 +26,9 @@ SOURCES = ("v1", "legacy")
 MAX_LIMIT = 100
 MAX_STATS_DAYS = 366
 MAX_QUERY_CHARS = 500
+MAX_MODEL_CHARS = 200  # the column's length: a longer name matches nothing
+MAX_CURSOR_CHARS = 200  # a real cursor is about 100
+INTEGER = re.compile(r"[+-]?[0-9]{1,12}")
 
 
 def aware(value: datetime | None) -> datetime | None:
@@ -77,41 +81,71 @@ def encode_cursor(created_at: datetime, item_id: uuid.UUID) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The (created_at, id) a ``next_cursor`` was made of; anything else is a 400."""
+    bad = invalid("cursor", "'cursor' is not valid; pass back the 'next_cursor' of the "
+                  "previous page unchanged.")
+    if len(cursor) > MAX_CURSOR_CHARS:
+        raise bad
     try:
-        created, item = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return aware(datetime.fromisoformat(created)), uuid.UUID(item)  # type: ignore[return-value]
-    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
-        raise invalid("cursor", "'cursor' is not valid; pass back the 'next_cursor' of the "
-                      "previous page unchanged.") from None
+        parts = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        # Any JSON decodes: only the exact shape encode_cursor writes is accepted.
+        if not (isinstance(parts, list) and len(parts) == 2
+                and all(isinstance(part, str) for part in parts)):
+            raise bad
+        created = datetime.fromisoformat(parts[0])
+        if created.tzinfo is None:
+            raise bad
+        return created.astimezone(UTC), uuid.UUID(hex=parts[1])
+    except (ValueError, OverflowError, binascii.Error, orjson.JSONDecodeError):
+        raise bad from None
 
 
 def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise invalid(name, f"'{name}' must be an integer") from None
+    # ASCII digits only, and few of them: int() would take "1_0", "٣" or 4,000 digits.
+    if not INTEGER.fullmatch(raw):
+        raise invalid(name, f"'{name}' must be an integer between {lo} and {hi}")
+    value = int(raw)
     if not lo <= value <= hi:
         raise invalid(name, f"'{name}' must be between {lo} and {hi}; got {value}")
     return value
 
 
+def _text_param(request: Request, name: str, max_chars: int) -> str | None:
+    """A free-text filter: bounded, and without NUL (PostgreSQL refuses it in text)."""
+    raw = request.query_params.get(name) or None
+    if raw is None:
+        return None
+    if len(raw) > max_chars:
+        raise invalid(name, f"'{name}' must be at most {max_chars} characters")
+    if "\x00" in raw:
+        raise invalid(name, f"'{name}' must not contain NUL characters")
+    return raw
+
+
 def _when(request: Request, name: str, *, end: bool) -> datetime | None:
-    """An ISO date or datetime; a bare ``to`` date includes that whole day (UTC)."""
+    """An ISO date or datetime in UTC; a bare ``to`` date includes that whole day.
+
+    Date arithmetic can leave datetime's range (years 1 to 9999) at either end: the
+    bound after 9999-12-31, or 0001-01-01 in a zone east of UTC. That is the caller's
+    value out of range, a 400, like any other bad value.
+    """
     raw = request.query_params.get(name)
     if not raw:
         return None
     try:
         if len(raw) == 10:
-            day = date.fromisoformat(raw)
-            return datetime.combine(day + timedelta(days=1 if end else 0), time(), UTC)
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            start = datetime.combine(date.fromisoformat(raw), time(), UTC)
+            return start + timedelta(days=1) if end else start
+        value = aware(datetime.fromisoformat(raw)).astimezone(UTC)  # type: ignore[union-attr]
+        return value + timedelta(microseconds=1) if end else value
     except ValueError:
         raise invalid(name, f"'{name}' must be an ISO date (2026-01-31) or datetime") from None
-    value = aware(value).astimezone(UTC)  # type: ignore[union-attr]
-    return value + timedelta(microseconds=1) if end else value
+    except OverflowError:
+        raise invalid(name, f"'{name}' is out of range: it must fall within the years "
+                      "0001 to 9999 in UTC") from None
 
 
 def _filters(request: Request) -> HistoryFilter:
@@ -124,13 +158,12 @@ def _filters(request: Request) -> HistoryFilter:
     source = query.get("source") or None
     if source is not None and source not in SOURCES:
         raise invalid("source", "'source' must be 'v1' or 'legacy'")
-    text = query.get("q") or None
-    if text is not None and len(text) > MAX_QUERY_CHARS:
-        raise invalid("q", f"'q' must be at most {MAX_QUERY_CHARS} characters")
+    model = _text_param(request, "model", MAX_MODEL_CHARS)
+    text = _text_param(request, "q", MAX_QUERY_CHARS)
     since, until = _when(request, "from", end=False), _when(request, "to", end=True)
     if since is not None and until is not None and since >= until:
         raise invalid("from", "'from' must be before 'to'")
-    return HistoryFilter(model=query.get("model") or None, statuses=statuses, source=source,
+    return HistoryFilter(model=model, statuses=statuses, source=source,
                          since=since, until=until, text=text)
 
 
@@ -187,18 +220,26 @@ def summarise(counts: dict[str, int]) -> dict[str, Any]:
     }
 
 
+def _day(request: Request, name: str) -> date | None:
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise invalid(name, f"'{name}' must be an ISO date (2026-01-31)") from None
+
+
 def _stats_range(request: Request) -> tuple[date, date]:
-    query = request.query_params
     days = _int_param(request, "days", 30, 1, MAX_STATS_DAYS)
-    try:
-        last = date.fromisoformat(query["to"]) if query.get("to") else datetime.now(UTC).date()
-    except ValueError:
-        raise invalid("to", "'to' must be an ISO date (2026-01-31)") from None
-    try:
-        first = (date.fromisoformat(query["from"]) if query.get("from")
-                 else last - timedelta(days=days - 1))
-    except ValueError:
-        raise invalid("from", "'from' must be an ISO date (2026-01-01)") from None
+    last = _day(request, "to") or datetime.now(UTC).date()
+    first = _day(request, "from")
+    if first is None:
+        try:
+            first = last - timedelta(days=days - 1)
+        except OverflowError:  # the range would start before 0001-01-01
+            raise invalid("to", f"'to' must leave room for {days} days after 0001-01-01; "
+                          "pass 'from' or fewer 'days'") from None
     if first > last:
         raise invalid("from", "'from' must not be after 'to'")
     if (last - first).days >= MAX_STATS_DAYS:
