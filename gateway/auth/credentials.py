@@ -81,7 +81,9 @@ class JwtCodec:
                                 options={"require_exp": True, "require_iat": True,
                                          "require_sub": True})
             return uuid.UUID(claims["sub"])
-        except (JWTError, ValueError, KeyError):
+        except (JWTError, ValueError, KeyError, TypeError, AttributeError):
+            # python-jose compares claims without checking their types first: a token signed
+            # with our secret but carrying ``"iat": null`` raises TypeError, not JWTError.
             return None
 
 

@@ -68,12 +68,13 @@ def _content(content: Any, where: str, role: str, has_tool_calls: bool) -> None:
         raise invalid(where, f"'{where}' must be a string or a non-empty array of content parts")
     for j, part in enumerate(content):
         ppath = f"{where}[{j}]"
-        if not isinstance(part, dict) or part.get("type") not in PART_TYPES:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if not isinstance(kind, str) or kind not in PART_TYPES:
             raise invalid(f"{ppath}.type", f"'{ppath}.type' must be one of "
                           f"{', '.join(sorted(PART_TYPES))}")
-        if part["type"] == "text" and not isinstance(part.get("text"), str):
+        if kind == "text" and not isinstance(part.get("text"), str):
             raise invalid(f"{ppath}.text", f"'{ppath}.text' must be a string")
-        if part["type"] == "image_url":
+        if kind == "image_url":
             image = part.get("image_url")
             if not isinstance(image, dict) or not isinstance(image.get("url"), str):
                 raise invalid(f"{ppath}.image_url.url", f"'{ppath}.image_url.url' must be a "
@@ -88,7 +89,7 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
         if not isinstance(msg, dict):
             raise invalid(path, f"'{path}' must be an object")
         role = msg.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise invalid(f"{path}.role", f"'{path}.role' must be one of "
                           "system, developer, user, assistant, tool")
         tool_calls = msg.get("tool_calls")
@@ -102,6 +103,9 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
                         or not isinstance(call.get("id"), str)):
                     raise invalid(f"{path}.tool_calls[{j}]", f"'{path}.tool_calls[{j}]' needs "
                                   "an id and function.name")
+                if not isinstance(fn.get("arguments", ""), str):
+                    where = f"{path}.tool_calls[{j}].function.arguments"
+                    raise invalid(where, f"'{where}' must be a string (JSON-encoded arguments)")
         if role == "tool" and not isinstance(msg.get("tool_call_id"), str):
             raise invalid(f"{path}.tool_call_id", f"'{path}.tool_call_id' is required for "
                           "tool messages")
