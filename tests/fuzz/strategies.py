@@ -53,7 +53,8 @@ def nest(depth: int, leaf: Any, shape: str) -> Any:
     return value
 
 
-deep_values = st.builds(nest, depths, scalars, st.sampled_from(("array", "object", "mixed")))
+shapes = st.sampled_from(("array", "object", "mixed"))
+deep_values = st.builds(nest, depths, scalars, shapes)
 
 
 def encode(value: Any, ascii_only: bool = False) -> bytes:
