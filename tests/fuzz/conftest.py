@@ -4,6 +4,7 @@ and an OpenAI-style upstream), a fuzzing client, and a well-behaved bystander us
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,30 @@ from tests.fuzz.support import Bystander, Fuzzer
 from tests.servers import FakeUpstream, GatewayServer, Reply
 
 UPSTREAM_MODEL = "gpt-4o-mini"
+# Every logger of ours that logs exceptions, and uvicorn's.
+ERROR_LOGGERS = ("gateway", "gateway.jobs", "gateway.ratelimit", "gateway.writer",
+                 "providers.registry", "uvicorn.error")
+
+
+class ExceptionsOnOneLine(logging.Filter):
+    """Logs an exception as its type, message and innermost frame instead of a traceback.
+
+    On Python 3.11 formatting a traceback parses source (``ast``) for its ``^^^`` markers,
+    and ``ast`` keeps one recursion counter per interpreter: the gateway's thread logging a
+    crash while pytest parses the test's source to report a failure made pytest stop with
+    "SystemError: AST constructor recursion depth mismatch" (INTERNALERROR).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            tb = exc.__traceback__
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            where = f" at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else ""
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {exc}{where}"
+            record.args, record.exc_info, record.exc_text = None, None, None
+        return True
 
 
 class WireUpstream(FakeUpstream):
@@ -53,9 +78,14 @@ def gateway(request: pytest.FixtureRequest, fuzz_upstream: WireUpstream,
         "models": {UPSTREAM_MODEL: UPSTREAM_MODEL}, "read_timeout": 5.0}}
     overrides: dict[str, Any] = getattr(request.module, "GATEWAY_SETTINGS", {})
     settings = make_settings(tmp, url, providers=providers, **overrides)
+    one_line = ExceptionsOnOneLine()
+    for name in ERROR_LOGGERS:
+        logging.getLogger(name).addFilter(one_line)
     server = GatewayServer(create_app(settings))
     yield server
     server.stop()
+    for name in ERROR_LOGGERS:
+        logging.getLogger(name).removeFilter(one_line)
 
 
 @pytest.fixture(scope="module")
