@@ -21,7 +21,8 @@ class JSONResponse(Response):
 
 
 async def json_object(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 saying what is wrong with it."""
+    """The request body as a JSON object, or a 400 saying what is wrong with it (including a
+    value nested deeper than ``max_json_depth``, which the writer could not store)."""
     ctype = request.headers.get("content-type", "")
     if ctype and "json" not in ctype:
         raise APIError(415, "Send the body as JSON with 'Content-Type: application/json'.",
@@ -35,7 +36,64 @@ async def json_object(request: Request) -> dict[str, Any]:
         raise invalid("body", f"The request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise invalid("body", "The request body must be a JSON object.")
+    limit = request.app.state.settings.max_json_depth
+    if path := too_deep(data, limit):
+        raise invalid(path, f"'{path}' is nested more than {limit} levels deep; "
+                            "send a flatter value.", code="too_deep")
     return data
+
+
+def too_deep(data: dict[str, Any], limit: int) -> str | None:
+    """The field holding a value nested more than ``limit`` containers deep (the body itself
+    is level 1), as ``messages[0].content[0].z``; ``None`` when nothing is that deep.
+
+    Level by level and without recursion, so any depth orjson accepts (1024) is safe. Its
+    cost follows the number of values, not bytes: a chat body of a few long messages is a
+    handful of type checks (tests/gateway/test_json_depth.py measures it against parsing).
+    """
+    level: list[Any] = [data]
+    for _ in range(limit):
+        deeper = []
+        for node in level:
+            # orjson builds exact dicts and lists: ``type() is`` is enough, and cheapest.
+            for value in (node.values() if type(node) is dict else node):
+                if type(value) is dict or type(value) is list:
+                    deeper.append(value)
+        if not deeper:
+            return None
+        level = deeper
+    return _offender(data, limit)
+
+
+def _offender(data: dict[str, Any], limit: int) -> str:
+    """The path to a value below level ``limit`` (only for bodies that have one)."""
+    # Entries: (container, its level, link); a link is (parent link, key or index), turned
+    # into a path only for the offender.
+    stack: list[tuple[Any, int, Any]] = [(data, 1, None)]
+    while stack:
+        node, depth, link = stack.pop()
+        for key, value in (node.items() if isinstance(node, dict) else enumerate(node)):
+            if isinstance(value, dict | list):
+                if depth == limit:
+                    return _path((link, key))
+                stack.append((value, depth + 1, (link, key)))
+    raise AssertionError("too_deep found a value below the limit; _offender must too")
+
+
+def _path(link: tuple[Any, Any]) -> str:
+    """``a[0].b`` for the link chain; list indices after the last key are left out, so the
+    path names the field a caller wrote rather than the 65th level inside it."""
+    keys: list[Any] = []
+    while link is not None:
+        link, key = link
+        keys.append(key)
+    keys.reverse()
+    while len(keys) > 1 and isinstance(keys[-1], int):
+        keys.pop()
+    out = ""
+    for key in keys:
+        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else key)
+    return out
 
 
 def client_ip(request: Request) -> str | None:
@@ -48,3 +106,4 @@ def client_ip(request: Request) -> str | None:
 
 def request_id(request: Request) -> str:
     return request.scope.get("state", {}).get("request_id", "")
+

@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     cors_origins: list[str] = []
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     trust_forwarded: bool = False
+    # Deeper JSON is refused with a 400 naming the field: nothing legitimate nests this far,
+    # and the writer (orjson, 255 levels) could not store it.
+    max_json_depth: int = Field(64, ge=8, le=255)
 
     rate_limit_backend: Literal["memory", "redis", "sql"] = "memory"
     rate_limit_fail_open: bool = True
