@@ -1,14 +1,22 @@
-"""Small request/response helpers shared by the routes: JSON in and out, client facts."""
+"""Small request/response helpers shared by the routes: JSON in and out, client facts, the
+client's disconnect."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from types import TracebackType
 from typing import Any
 
+import anyio
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope
 
 from gateway.errors import APIError, invalid
+
+log = logging.getLogger("gateway")
 
 
 class JSONResponse(Response):
@@ -107,3 +115,51 @@ def client_ip(request: Request) -> str | None:
 def request_id(request: Request) -> str:
     return request.scope.get("state", {}).get("request_id", "")
 
+
+class CancelOnDisconnect:
+    """Cancels the block it wraps when the client disconnects (``http.disconnect``).
+
+    A client leaving is normal (the web UI's Stop): the cancellation this causes ends the
+    block quietly with one INFO line, and ``disconnected`` tells the caller not to answer.
+    Any other cancellation (the server shutting down) propagates as usual: anyio's cancel
+    scope tells the two apart. Call ``stop`` before sending a response's last message: from
+    then on the server reports ``http.disconnect`` for every request.
+    """
+
+    __slots__ = ("_cancel", "_receive", "_scope", "_watcher")
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self._scope = scope
+        self._receive = receive
+        self._cancel = anyio.CancelScope()
+        self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def disconnected(self) -> bool:
+        """The client left and the block was cancelled for it."""
+        return self._cancel.cancelled_caught
+
+    def __enter__(self) -> CancelOnDisconnect:
+        self._cancel.__enter__()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
+        self.stop()
+        swallowed = bool(self._cancel.__exit__(exc_type, exc, tb))
+        if self._cancel.cancelled_caught:
+            scope = self._scope
+            log.info("client disconnected: %s %s %s", scope["method"], scope["path"],
+                     scope.get("state", {}).get("request_id", ""))
+        return swallowed
+
+    def stop(self) -> None:
+        """Stop watching: the response is complete, or about to be."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+    async def _watch(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        self._cancel.cancel()

@@ -1,0 +1,155 @@
+"""A client that leaves a stream: the upstream call is cancelled, the slot freed, the row
+stored as cancelled, and the log says so in one INFO line (no ERROR, no traceback)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from gateway.http import CancelOnDisconnect
+from storage.models import InferenceRequest
+from tests.conftest import Account
+from tests.servers import FakeUpstream, GatewayServer, Reply, wait_for
+
+MESSAGES = [{"role": "user", "content": "Say hello in French"}]
+
+
+class Records(logging.Handler):
+    """Every record of the loggers a disconnect could write to, INFO and up."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def lines(self) -> list[tuple[str, str]]:
+        return [(r.levelname, r.getMessage()) for r in self.records]
+
+
+@pytest.fixture
+def logs() -> Iterator[Records]:
+    # uvicorn's "Exception in ASGI application" goes to uvicorn.error, which does not
+    # propagate to the root logger (pytest's caplog): listen on the loggers themselves.
+    handler = Records()
+    gateway_log = logging.getLogger("gateway")
+    level = gateway_log.level
+    gateway_log.setLevel(logging.INFO)
+    loggers = [gateway_log, logging.getLogger("uvicorn.error")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+        gateway_log.setLevel(level)
+
+
+def send_request(gateway: GatewayServer, account: Account, body: dict) -> socket.socket:
+    """A raw POST /v1/chat/completions whose connection the test closes when it likes."""
+    payload = json.dumps(body).encode()
+    sock = socket.create_connection(("127.0.0.1", gateway.port))
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 b"Content-Type: application/json\r\n"
+                 + f"Authorization: Bearer {account.api_key}\r\n"
+                   f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+    return sock
+
+
+def in_use(gateway: GatewayServer, account: Account) -> int:
+    r = httpx.get(gateway.url + "/rate-limit", headers={"X-API-Key": account.api_key})
+    assert r.status_code == 200
+    return r.json()["concurrent"]["in_use"]
+
+
+def last_status(gateway: GatewayServer, account: Account) -> str | None:
+    async def run() -> str | None:
+        await gateway.state.writer.flush()
+        async with gateway.state.engine.connect() as conn:
+            result = await conn.execute(
+                sa.select(InferenceRequest.status)
+                .where(InferenceRequest.user_id == uuid.UUID(account.user_id))
+                .order_by(InferenceRequest.created_at.desc()).limit(1))
+            return result.scalar_one_or_none()
+    return gateway.run(run())
+
+
+def leave_and_check(gateway: GatewayServer, account: Account, upstream: FakeUpstream,
+                    logs: Records, sock: socket.socket) -> None:
+    """Close the client's connection; within a second the upstream connection is closed
+    and the slot free (the upstream read timeout here is 2 s: waiting for it fails)."""
+    # A cancelled call counts its tokens with tiktoken, whose first use loads its table
+    # (~1 s, blocking the loop): load it now, so the figure is the disconnect's own.
+    gateway.state.tokens.text("warm up")
+    assert wait_for(lambda: len(upstream.received) == 1), "the call never reached upstream"
+    assert in_use(gateway, account) == 1
+    sock.close()
+    left = time.monotonic()
+    assert wait_for(lambda: upstream.disconnects == 1, timeout=1.0), \
+        "the upstream call outlived its client"
+    assert time.monotonic() - left < 1.0
+    assert wait_for(lambda: in_use(gateway, account) == 0, timeout=1.0)
+    assert wait_for(lambda: last_status(gateway, account) == "cancelled")
+    assert wait_for(lambda: bool(logs.records))
+    assert logs.lines() == [("INFO", logs.records[0].getMessage())], logs.lines()
+    assert logs.records[0].getMessage().startswith(
+        "client disconnected: POST /v1/chat/completions req_")
+
+
+def test_client_leaving_mid_stream(gateway: GatewayServer, account: Account,
+                                   upstream: FakeUpstream, logs: Records) -> None:
+    """The web UI's Stop: events have gone out, then the client leaves."""
+    upstream.script(Reply.by_event("openai_text.sse", hang_after=3))
+    sock = send_request(gateway, account, {"model": "gpt-4o-mini", "messages": MESSAGES,
+                                           "stream": True})
+    seen = b""
+    sock.settimeout(5)
+    while seen.count(b"data: ") < 2:  # chunked: each event has its own chunk
+        piece = sock.recv(65536)
+        assert piece, seen
+        seen += piece
+    assert seen.startswith(b"HTTP/1.1 200")
+    leave_and_check(gateway, account, upstream, logs, sock)
+
+
+async def test_a_server_cancellation_still_propagates() -> None:
+    """Only the cancellation the disconnect caused is ours to end; a shutdown's is not."""
+    never = asyncio.Event()
+
+    async def receive() -> dict:
+        await never.wait()
+        return {"type": "http.disconnect"}
+
+    entered = asyncio.Event()
+
+    async def block() -> None:
+        with CancelOnDisconnect({"method": "GET", "path": "/"}, receive):
+            entered.set()
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(block())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_disconnect_ends_the_block_quietly() -> None:
+    async def receive() -> dict:
+        return {"type": "http.disconnect"}
+
+    with CancelOnDisconnect({"method": "GET", "path": "/"}, receive) as watch:
+        await asyncio.sleep(3600)
+    assert watch.disconnected
+    await asyncio.sleep(0)  # and the task is not left cancelled
