@@ -1,5 +1,5 @@
-"""A client that leaves a stream: the upstream call is cancelled, the slot freed, the row
-stored as cancelled, and the log says so in one INFO line (no ERROR, no traceback)."""
+"""A client that leaves: the upstream call is cancelled, the slot freed, the row stored as
+cancelled, and the log says so in one INFO line (no ERROR, no traceback), streamed or not."""
 
 from __future__ import annotations
 
@@ -105,6 +105,21 @@ def leave_and_check(gateway: GatewayServer, account: Account, upstream: FakeUpst
     assert logs.lines() == [("INFO", logs.records[0].getMessage())], logs.lines()
     assert logs.records[0].getMessage().startswith(
         "client disconnected: POST /v1/chat/completions req_")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_client_leaving_while_upstream_is_silent(gateway: GatewayServer, account: Account,
+                                                upstream: FakeUpstream, logs: Records,
+                                                stream: bool) -> None:
+    """No byte from upstream yet: a plain call waiting for its body, or a stream waiting for
+    its first chunk."""
+    if stream:
+        upstream.script(Reply.by_event("openai_text.sse", hang_after=0))
+    else:
+        upstream.script(Reply.recording("openai_text.json", hang_after=0))
+    sock = send_request(gateway, account, {"model": "gpt-4o-mini", "messages": MESSAGES,
+                                           "stream": stream})
+    leave_and_check(gateway, account, upstream, logs, sock)
 
 
 def test_client_leaving_mid_stream(gateway: GatewayServer, account: Account,
