@@ -121,18 +121,24 @@ class CancelOnDisconnect:
 
     A client leaving is normal (the web UI's Stop): the cancellation this causes ends the
     block quietly with one INFO line, and ``disconnected`` tells the caller not to answer.
-    Any other cancellation (the server shutting down) propagates as usual: anyio's cancel
-    scope tells the two apart. Call ``stop`` before sending a response's last message: from
-    then on the server reports ``http.disconnect`` for every request.
+    Any other cancellation (the server shutting down) propagates as usual, and shielded
+    cleanup inside the block (``ChatCall.close``) is not interrupted: anyio's cancel scope
+    does both. Call ``stop`` before sending a response's last message: from then on the
+    server reports ``http.disconnect`` for every request.
+
+    With ``after`` the watching task starts only once the block has run that long: a block
+    that is over sooner (most upstream calls) costs a timer instead of a task. A client
+    gone meanwhile is still seen, when the watch starts.
     """
 
-    __slots__ = ("_cancel", "_receive", "_scope", "_watcher")
+    __slots__ = ("_cancel", "_receive", "_scope", "_start", "_watcher")
 
-    def __init__(self, scope: Scope, receive: Receive) -> None:
+    def __init__(self, scope: Scope, receive: Receive, *, after: float = 0.0) -> None:
         self._scope = scope
         self._receive = receive
         self._cancel = anyio.CancelScope()
-        self._watcher: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | asyncio.TimerHandle | None = None
+        self._start = after
 
     @property
     def disconnected(self) -> bool:
@@ -141,7 +147,11 @@ class CancelOnDisconnect:
 
     def __enter__(self) -> CancelOnDisconnect:
         self._cancel.__enter__()
-        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        loop = asyncio.get_running_loop()
+        if self._start > 0:
+            self._watcher = loop.call_later(self._start, self._watch_now)
+        else:
+            self._watch_now()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -158,6 +168,9 @@ class CancelOnDisconnect:
         """Stop watching: the response is complete, or about to be."""
         if self._watcher is not None:
             self._watcher.cancel()
+
+    def _watch_now(self) -> None:
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
         while (await self._receive())["type"] != "http.disconnect":

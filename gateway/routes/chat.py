@@ -20,6 +20,11 @@ from gateway.sse import EventStreamResponse
 from providers.base import Chunk
 from providers.errors import ProviderError
 
+# Watch for the client leaving only once a call has taken this long: most are over sooner,
+# and a timer costs less than the watching task (gateway/http.py). Well under the second
+# within which a gone client's upstream call is cancelled and its slot freed.
+WATCH_AFTER = 0.05
+
 # nginx's "client closed request": the answer to a client that left; nobody reads it (the
 # server drops what is sent after a disconnect), it only gives the code one return type.
 CLIENT_GONE = 499
@@ -39,7 +44,7 @@ async def chat_completions(request: Request) -> Response | EventStreamResponse:
     if not parsed.stream:
         return await _complete(request, call, parsed, completion_id, created)
     # The upstream's first chunk can take long; a client leaving meanwhile cancels it too.
-    with CancelOnDisconnect(request.scope, request.receive) as watch:
+    with CancelOnDisconnect(request.scope, request.receive, after=WATCH_AFTER) as watch:
         first = await call.open()
     if watch.disconnected:
         return Response(status_code=CLIENT_GONE)
@@ -86,7 +91,7 @@ async def _complete(request: Request, call: ChatCall, parsed: ParsedChat,
                     completion_id: str, created: int) -> Response:
     # Streams stop when their client leaves; so does a plain call: it cancels the upstream
     # request, frees the concurrency slot and is stored as cancelled (ChatCall._abort).
-    with CancelOnDisconnect(request.scope, request.receive) as watch:
+    with CancelOnDisconnect(request.scope, request.receive, after=WATCH_AFTER) as watch:
         await call.complete()
     if watch.disconnected:
         return Response(status_code=CLIENT_GONE)

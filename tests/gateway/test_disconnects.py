@@ -168,3 +168,27 @@ async def test_a_disconnect_ends_the_block_quietly() -> None:
         await asyncio.sleep(3600)
     assert watch.disconnected
     await asyncio.sleep(0)  # and the task is not left cancelled
+
+
+async def test_a_delayed_watch_costs_no_receive_for_a_quick_block() -> None:
+    """``after``: a block over sooner never starts the watch; a longer one is still cut
+    short by a client already gone."""
+    calls = 0
+
+    async def receive() -> dict:
+        nonlocal calls
+        calls += 1
+        return {"type": "http.disconnect"}
+
+    scope = {"method": "POST", "path": "/v1/chat/completions"}
+    with CancelOnDisconnect(scope, receive, after=0.05) as watch:
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.1)  # past ``after``: the timer was cancelled with the block
+    assert calls == 0 and not watch.disconnected
+
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    with CancelOnDisconnect(scope, receive, after=0.05) as watch:
+        await asyncio.sleep(3600)
+    assert watch.disconnected and calls == 1
+    assert 0.05 <= loop.time() - start < 1.0
