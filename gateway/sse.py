@@ -47,7 +47,7 @@ class EventStreamResponse:
                 async for data in self.events:
                     await send({"type": "http.response.body", "body": data, "more_body": True})
                     self._last_send = loop.time()
-                pinger.cancel()
+                # After the last message the server reports a disconnect: not a client leaving.
                 watch.stop()
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             finally:

@@ -15,12 +15,34 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from gateway.app import create_app
 from gateway.http import CancelOnDisconnect
 from storage.models import InferenceRequest
-from tests.conftest import Account
-from tests.servers import FakeUpstream, GatewayServer, Reply, wait_for
+from tests.conftest import Account, make_settings, register, set_plan
+from tests.servers import FakeUpstream, GatewayServer, Reply, running, wait_for
 
 MESSAGES = [{"role": "user", "content": "Say hello in French"}]
+
+
+@pytest.fixture(scope="module")
+def gateway(database_url: str, upstream: FakeUpstream,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
+    """A gateway whose upstream may stay silent for 30 s: whatever ends a call here within
+    a second is the client leaving, not the read timeout."""
+    providers = {"fake-openai": {"kind": "openai", "base_url": upstream.url + "/v1",
+                                 "api_key": "sk-up", "models": ["gpt-4o-mini"],
+                                 "read_timeout": 30.0}}
+    settings = make_settings(tmp_path_factory.mktemp("disconnects"), database_url,
+                             providers=providers)
+    with running(create_app(settings)) as server:
+        yield server
+
+
+@pytest.fixture
+def account(gateway: GatewayServer) -> Account:
+    acct = register(gateway.url)
+    set_plan(gateway, acct.user_id, "enterprise")
+    return acct
 
 
 class Records(logging.Handler):
@@ -88,7 +110,7 @@ def last_status(gateway: GatewayServer, account: Account) -> str | None:
 def leave_and_check(gateway: GatewayServer, account: Account, upstream: FakeUpstream,
                     logs: Records, sock: socket.socket) -> None:
     """Close the client's connection; within a second the upstream connection is closed
-    and the slot free (the upstream read timeout here is 2 s: waiting for it fails)."""
+    and the slot free."""
     # A cancelled call counts its tokens with tiktoken, whose first use loads its table
     # (~1 s, blocking the loop): load it now, so the figure is the disconnect's own.
     gateway.state.tokens.text("warm up")
@@ -192,3 +214,16 @@ async def test_a_delayed_watch_costs_no_receive_for_a_quick_block() -> None:
         await asyncio.sleep(3600)
     assert watch.disconnected and calls == 1
     assert 0.05 <= loop.time() - start < 1.0
+
+
+def test_a_finished_stream_is_not_a_disconnect(gateway: GatewayServer, account: Account,
+                                               upstream: FakeUpstream, logs: Records) -> None:
+    """After the last message the server reports ``http.disconnect`` for every request: a
+    stream read to the end logs nothing and is stored as completed."""
+    upstream.script(Reply.recording("openai_text.sse", split=50))
+    r = httpx.post(gateway.url + "/v1/chat/completions",
+                   headers={"Authorization": f"Bearer {account.api_key}"},
+                   json={"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True})
+    assert r.status_code == 200 and r.content.endswith(b"data: [DONE]\n\n")
+    assert wait_for(lambda: last_status(gateway, account) == "completed")
+    assert logs.lines() == []
