@@ -25,6 +25,7 @@ from gateway.jobs import JobRunner
 from gateway.middleware import Envelope
 from gateway.ratelimit import LeaseRenewer, build_limiter
 from gateway.routes import accounts, chat, health, history, legacy, limits
+from gateway.routing import MethodNotAllowed
 from gateway.settings import Settings, ensure_secrets
 from gateway.tokens import TokenCounter
 from gateway.upstream_client import build_upstream_transport
@@ -139,8 +140,11 @@ def create_app(settings: Settings, *,
             await state.engine.dispose()
 
     cors = cors_layer(settings)
-    routes = [*health.routes, *accounts.routes, *chat.routes, *limits.routes,
-              *legacy.routes, *history.routes, static_app.mount()]
+    api = [*health.routes, *accounts.routes, *chat.routes, *limits.routes,
+           *legacy.routes, *history.routes]
+    # The UI mounted at / matches every path: a wrong method on an API path must be a 405
+    # (gateway/routing.py) before it gets there.
+    routes = [*api, MethodNotAllowed(api), static_app.mount()]
     app = Starlette(
         routes=routes, middleware=[cors] if cors else [], lifespan=lifespan,
         exception_handlers={APIError: handle_api_error, HTTPException: handle_http_exception,

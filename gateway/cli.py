@@ -45,6 +45,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
     uvicorn.run("gateway.cli:app_factory", factory=True, host=args.host, port=args.port,
                 workers=args.workers, access_log=args.access_log, log_level=args.log_level,
                 timeout_graceful_shutdown=30, server_header=False,
+                # Bounds on what clients can hold (README: production runs behind nginx,
+                # which also times out slow headers and bodies; uvicorn cannot).
+                limit_concurrency=settings.limit_concurrency,
+                timeout_keep_alive=settings.keep_alive_seconds,
                 # Forwarded headers count only when the settings say a proxy sets them.
                 proxy_headers=settings.trust_forwarded)
 

@@ -103,6 +103,16 @@ class Settings(BaseSettings):
     cors_origins: list[str] = []
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     trust_forwarded: bool = False
+    # Deeper JSON is refused with a 400 naming the field: nothing legitimate nests this far,
+    # and the writer (orjson, 255 levels) could not store it.
+    max_json_depth: int = Field(64, ge=8, le=255)
+    # uvicorn answers 503 once this many connections (or requests) are open. Every open
+    # stream is a connection and holds an upstream one: the same bound as the upstream pool,
+    # so normal load (bench/README.md: 5,000 open streams) is never turned away.
+    limit_concurrency: int = Field(10_000, ge=1)
+    # Idle keep-alive connections are closed after this; nginx.conf retires its upstream
+    # connections sooner (4 s), so it never reuses one the gateway is closing.
+    keep_alive_seconds: float = Field(5.0, gt=0)
 
     rate_limit_backend: Literal["memory", "redis", "sql"] = "memory"
     rate_limit_fail_open: bool = True

@@ -15,10 +15,19 @@ from gateway.chat.call import ChatCall
 from gateway.chat.encode import DONE, ChunkEncoder, usage_body
 from gateway.chat.request import ParsedChat, parse_chat
 from gateway.errors import APIError
-from gateway.http import JSONResponse, json_object, request_id
+from gateway.http import CancelOnDisconnect, JSONResponse, json_object, request_id
 from gateway.sse import EventStreamResponse
 from providers.base import Chunk
 from providers.errors import ProviderError
+
+# Watch for the client leaving only once a call has taken this long: most are over sooner,
+# and a timer costs less than the watching task (gateway/http.py). Well under the second
+# within which a gone client's upstream call is cancelled and its slot freed.
+WATCH_AFTER = 0.05
+
+# nginx's "client closed request": the answer to a client that left; nobody reads it (the
+# server drops what is sent after a disconnect), it only gives the code one return type.
+CLIENT_GONE = 499
 
 
 async def chat_completions(request: Request) -> Response | EventStreamResponse:
@@ -33,8 +42,12 @@ async def chat_completions(request: Request) -> Response | EventStreamResponse:
     completion_id = "chatcmpl-" + rid.removeprefix("req_")
     created = int(time.time())
     if not parsed.stream:
-        return await _complete(call, parsed, completion_id, created)
-    first = await call.open()
+        return await _complete(request, call, parsed, completion_id, created)
+    # The upstream's first chunk can take long; a client leaving meanwhile cancels it too.
+    with CancelOnDisconnect(request.scope, request.receive, after=WATCH_AFTER) as watch:
+        first = await call.open()
+    if watch.disconnected:
+        return Response(status_code=CLIENT_GONE)
     encoder = ChunkEncoder(completion_id, created, parsed.model, parsed.include_usage)
     return EventStreamResponse(_sse(call, first, encoder), headers=call.headers)
 
@@ -74,9 +87,14 @@ async def _sse(call: ChatCall, first: Chunk | None, encoder: ChunkEncoder
             await call.close(status, error)
 
 
-async def _complete(call: ChatCall, parsed: ParsedChat, completion_id: str,
-                    created: int) -> Response:
-    await call.complete()
+async def _complete(request: Request, call: ChatCall, parsed: ParsedChat,
+                    completion_id: str, created: int) -> Response:
+    # Streams stop when their client leaves; so does a plain call: it cancels the upstream
+    # request, frees the concurrency slot and is stored as cancelled (ChatCall._abort).
+    with CancelOnDisconnect(request.scope, request.receive, after=WATCH_AFTER) as watch:
+        await call.complete()
+    if watch.disconnected:
+        return Response(status_code=CLIENT_GONE)
     usage = call.usage()
     await call.close("completed")
     return JSONResponse({
