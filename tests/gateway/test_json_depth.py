@@ -3,7 +3,6 @@ naming the field, before anything is stored or sent upstream."""
 
 from __future__ import annotations
 
-import timeit
 import uuid
 from typing import Any
 
@@ -106,48 +105,3 @@ def test_depth_boundary_and_paths() -> None:
     assert too_deep({"x": "[[[[[[[[", "y": [{}] * 1000}, 3) is None  # wide, not deep
     # Iterative: orjson's deepest value costs no Python recursion.
     assert too_deep({"a": nested(1023)}, 64) == "a"
-
-
-def chat_body(messages: int, words: int) -> dict[str, Any]:
-    return {"model": "gpt-4o-mini", "messages": [
-        {"role": "user" if i % 2 else "assistant", "content": "word " * words}
-        for i in range(messages)]}
-
-
-def ordinary_bodies() -> dict[str, dict[str, Any]]:
-    """1-10 KB bodies: short and long conversations, and one with tools (many small
-    objects: the most values to visit per byte)."""
-    tools = [{"type": "function", "function": {
-        "name": f"tool_{i}", "description": "d" * 40, "parameters": {
-            "type": "object", "properties": {"city": {"type": "string"},
-                                             "unit": {"enum": ["c", "f"]}}}}}
-             for i in range(8)]
-    return {"1 KB, 4 messages": chat_body(4, 45), "7 KB, 30 messages": chat_body(30, 40),
-            "10 KB, 2 messages": chat_body(2, 1000),
-            "8.6 KB, 30 messages and 8 tools": {**chat_body(30, 40), "tools": tools}}
-
-
-def cost(fn: Any) -> float:
-    """Microseconds per call: the best of many short runs, so a busy machine's pauses
-    (other processes) fall between runs rather than into the figure."""
-    return min(timeit.repeat(fn, number=100, repeat=100)) / 100 * 1e6
-
-
-def test_the_check_costs_about_one_more_parse_at_most() -> None:
-    """The walk visits each value once; it must stay near orjson's own parse of the same
-    body (a walk that builds paths as it goes, or recurses, costs 4-5 times more)."""
-    for name, body in ordinary_bodies().items():
-        raw = orjson.dumps(body)
-        assert 1_000 <= len(raw) <= 10_500, name
-        parse, check = cost(lambda raw=raw: orjson.loads(raw)), cost(
-            lambda body=body: too_deep(body, 64))
-        assert check < 2.5 * parse, (name, parse, check)
-
-
-# The figures, printed: python -m tests.gateway.test_json_depth
-if __name__ == "__main__":
-    for name, body in ordinary_bodies().items():
-        raw = orjson.dumps(body)
-        parse, check = cost(lambda raw=raw: orjson.loads(raw)), cost(
-            lambda body=body: too_deep(body, 64))
-        print(f"{name:32} {len(raw):6} B  parse {parse:5.1f} µs  depth check {check:5.1f} µs")
