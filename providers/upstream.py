@@ -8,8 +8,7 @@ one before the first byte.
 
 from __future__ import annotations
 
-import email.utils
-import time
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import aclosing, contextmanager
@@ -31,6 +30,11 @@ from providers.errors import (
     UpstreamUnavailable,
 )
 from providers.sse import SSEEvent, aiter_sse
+from providers.untrusted import MAX_PARAM_CHARS, clean_text, parse_retry_after
+
+__all__ = ["parse_retry_after"]  # re-exported: providers and plugins import it from here
+
+log = logging.getLogger(__name__)
 
 # After the terminal event the body normally ends at once; reading that last bit lets
 # httpx return the connection to the keep-alive pool instead of dropping it. Bounded so
@@ -59,39 +63,31 @@ def error_class_for_status(status: int) -> type[ProviderError]:
     return UpstreamUnavailable if status >= 500 else ProviderError
 
 
-def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date)."""
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return max(float(value) / 1000.0, 0.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
-
-
 def make_error(cls: type[ProviderError], upstream: str, message: str, *,
                param: str | None = None, retry_after: float | None = None,
                upstream_status: int | None = None) -> ProviderError:
-    """Build a typed error whose message names the upstream and, for auth, how to fix it."""
+    """Build a typed error whose message names the upstream and, for auth, how to fix it.
+
+    ``message`` and ``param`` may come from the upstream: they are cut short and cleaned
+    of control characters, since they reach API clients (and logs) verbatim."""
     if cls is UpstreamAuthError:
         # Never relay the upstream's text: OpenAI echoes a fragment of the rejected key.
         message = (f"upstream {upstream!r} rejected the gateway's credentials; "
                    f"check the api_key configured for provider {upstream!r}")
     else:
-        message = f"upstream {upstream!r}: {message}"
+        message = f"upstream {upstream!r}: {clean_text(message)}"
+    if param is not None:
+        param = clean_text(param, MAX_PARAM_CHARS)
     return cls(message, param=param, retry_after=retry_after, upstream_status=upstream_status)
+
+
+def unreadable_body(cls: type[ProviderError], upstream: str, what: str, raw: bytes, *,
+                    status: int | None = None,
+                    retry_after: float | None = None) -> ProviderError:
+    """An error for a body we could not understand. The client gets no upstream text at
+    all (it may be an HTML page with scripts, or binary); the log keeps its start."""
+    log.warning("upstream %r: %s; body starts %r", upstream, what, raw[:500])
+    return make_error(cls, upstream, what, retry_after=retry_after, upstream_status=status)
 
 
 def load_json(raw: bytes) -> Any:
@@ -100,12 +96,6 @@ def load_json(raw: bytes) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
-
-
-def body_excerpt(raw: bytes, limit: int = 200) -> str:
-    """A short printable excerpt of a body we could not understand."""
-    text = raw[:limit].decode("utf-8", "replace").strip()
-    return text or "(empty body)"
 
 
 @contextmanager
@@ -231,18 +221,19 @@ class HTTPStreamProvider(ABC):
                 await response.aclose()
         if response.status_code >= 400:
             raise self.error_from_response(response.status_code, response.headers, raw)
+        name = self.config.name
         payload = load_json(raw)
         if not isinstance(payload, dict):
-            raise make_error(UpstreamProtocolError, self.config.name,
-                             f"expected a JSON object, got: {body_excerpt(raw)}")
+            raise unreadable_body(UpstreamProtocolError, name, "expected a JSON object", raw)
         if payload.get("error"):  # some compatible servers answer errors with 200
-            raise self.error_from_payload(payload) or make_error(
-                UpstreamProtocolError, self.config.name, f"error body: {body_excerpt(raw)}")
+            raise self.error_from_payload(payload) or unreadable_body(
+                UpstreamProtocolError, name, "answered with an error we could not read", raw)
         try:
             return self.completion_chunks(payload)
         except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a malformed shape
-            raise make_error(UpstreamProtocolError, self.config.name,
-                             f"unexpected completion body: {body_excerpt(raw)}") from exc
+            log.warning("upstream %r: unexpected completion body (%s)", name, exc)
+            raise unreadable_body(UpstreamProtocolError, name,
+                                  "sent a completion of an unexpected shape", raw) from exc
 
     async def stream_chat(self, req: ChatRequest, ctx: CallContext) -> AsyncIterator[Chunk]:
         """Yield chunks as the upstream streams them; raise typed errors on failure."""
@@ -255,7 +246,11 @@ class HTTPStreamProvider(ABC):
                 events = aiter_sse(body_bytes(response))
                 async with aclosing(events):
                     async for event in events:
-                        for chunk in parser.feed(event):
+                        try:
+                            chunks = parser.feed(event)
+                        except (AttributeError, TypeError, KeyError, ValueError) as exc:
+                            raise self._malformed(event, exc) from exc
+                        for chunk in chunks:
                             yield chunk
                         if parser.done:
                             break
@@ -269,6 +264,14 @@ class HTTPStreamProvider(ABC):
         for chunk in parser.finish():
             yield chunk
 
+    def _malformed(self, event: SSEEvent, exc: Exception) -> ProviderError:
+        """A stream event whose shape the parser tripped over (a missing or mistyped
+        field): a protocol error, not an unhandled exception."""
+        log.warning("upstream %r: unexpected stream event (%s): %r", self.config.name,
+                    exc, event.data[:500])
+        return make_error(UpstreamProtocolError, self.config.name,
+                          "sent a stream event of an unexpected shape")
+
     async def _check_response(self, response: httpx.Response) -> None:
         if response.status_code >= 400:
             raw = await response.aread()
@@ -278,8 +281,8 @@ class HTTPStreamProvider(ABC):
             # Some compatible servers answer a streaming call with a JSON error and 200.
             raw = await response.aread()
             error = self.error_from_payload(load_json(raw))
-            raise error or make_error(UpstreamProtocolError, self.config.name,
-                                      f"expected an event stream, got JSON: {body_excerpt(raw)}")
+            raise error or unreadable_body(UpstreamProtocolError, self.config.name,
+                                           "expected an event stream, got JSON", raw)
 
 
 def body_bytes(response: httpx.Response) -> AsyncIterator[bytes]:
