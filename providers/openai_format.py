@@ -172,9 +172,9 @@ class OpenAIStreamParser:
         out: list[Chunk] = []
         for choice in obj.get("choices") or ():
             self._parse_choice(choice, out)
-        usage = usage_from_openai(obj.get("usage"))
-        if usage is not None:
-            self._usage = usage
+        usage = obj.get("usage")
+        if usage:  # null on every chunk but the last: skip the call
+            self._usage = usage_from_openai(usage) or self._usage
         return out
 
     def normalise(self, obj: dict[str, Any]) -> None:

@@ -31,7 +31,7 @@ from providers.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from providers.reading import Deadline, read_body, read_error_body, timed_chunks
+from providers.reading import Deadline, TimedChunks, read_body, read_error_body
 from providers.sse import EventTooLarge, SSEEvent, aiter_sse
 from providers.untrusted import MAX_PARAM_CHARS, clean_text, parse_retry_after
 
@@ -182,7 +182,7 @@ class HTTPStreamProvider(ABC):
 
     def deadline(self) -> Deadline:
         """The time budget of one call (connect, first byte, whole body): start it first."""
-        return Deadline(self.config.total_timeout, self.config.name)
+        return Deadline(self.config.total_timeout, self.config.name, self.config.read_timeout)
 
     async def send(self, method: str, url: httpx.URL, headers: HeaderList,
                    content: bytes = b"", *, deadline: Deadline) -> httpx.Response:
@@ -271,7 +271,7 @@ class HTTPStreamProvider(ABC):
                                            orjson.dumps(call.body), deadline=deadline)
                 try:
                     await self._check_response(response, deadline)
-                    events = aiter_sse(timed_chunks(response, deadline),
+                    events = aiter_sse(TimedChunks(response, deadline),
                                        self.config.max_event_bytes)
                     async with aclosing(events):
                         async for event in events:

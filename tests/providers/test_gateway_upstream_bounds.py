@@ -45,7 +45,9 @@ def bounded(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
     """A gateway whose one upstream has small caps and a short total_timeout."""
     providers = {"capped": {
         "kind": "openai", "base_url": fake.url + "/v1", "api_key": "sk-up",
-        "models": {"capped-gpt": "gpt-4o-mini"}, "read_timeout": 5.0,
+        # Under total_timeout, so that a trickle's reads are first bounded by the read
+        # timeout alone and only the last second by the deadline's timer (both paths).
+        "models": {"capped-gpt": "gpt-4o-mini"}, "read_timeout": 1.0,
         "total_timeout": TOTAL, "max_event_bytes": MAX_EVENT,
         "max_response_bytes": MAX_BODY}}
     tmp: Path = tmp_path_factory.mktemp("bounded")
@@ -176,7 +178,7 @@ def test_endless_body_ends_the_call_with_502(bounded: GatewayServer, account: Ac
     assert last_row(bounded, account).status == "failed"
 
 
-# Keep-alive comments every 50 ms: the read timeout (5 s) never fires; only the total
+# Keep-alive comments every 50 ms: the read timeout (1 s) never fires; only the total
 # deadline ends the call. At most 100 of them (5 s), so a regression ends too.
 PING = b": keep-alive\n\n"
 

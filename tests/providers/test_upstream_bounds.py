@@ -163,12 +163,12 @@ async def test_the_deadline_expiring_while_draining_does_not_fail_a_finished_str
 async def test_the_deadline_tells_its_own_cancellation_from_others() -> None:
     """A cancellation from elsewhere (a client gone) stays a cancellation even when the
     deadline fires at the same moment; the deadline's own becomes UpstreamTimeout."""
-    deadline = Deadline(0.05, "up")
+    deadline = Deadline(0.05, "up", read_timeout=60)
     with pytest.raises(UpstreamTimeout):
         await deadline.wait(asyncio.Event().wait())
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
 
-    deadline = Deadline(0.05, "up")
+    deadline = Deadline(0.05, "up", read_timeout=60)
     started = asyncio.Event()
 
     async def waits() -> None:
@@ -183,8 +183,27 @@ async def test_the_deadline_tells_its_own_cancellation_from_others() -> None:
     deadline.cancel()
 
 
+async def test_only_reads_near_the_end_need_the_timers_interrupt() -> None:
+    """A read that starts more than read_timeout before the end is bounded by the
+    transport's read timeout, so it goes unwrapped; later ones are guarded."""
+    async def read() -> bytes:
+        return b"chunk"
+
+    far = Deadline(10, "up", read_timeout=1)
+    coro = read()
+    assert far.read(coro) is coro
+    assert await coro == b"chunk"
+    far.cancel()
+    near = Deadline(0.5, "up", read_timeout=1)
+    coro = read()
+    guarded = near.read(coro)
+    assert guarded is not coro
+    assert await guarded == b"chunk"
+    near.cancel()
+
+
 async def test_an_expired_deadline_refuses_the_next_read_at_once() -> None:
-    deadline = Deadline(0.01, "up")
+    deadline = Deadline(0.01, "up", read_timeout=60)
     ready = asyncio.Event()
     asyncio.get_running_loop().call_later(0.05, ready.set)
     await ready.wait()  # the deadline passed while nobody was reading
