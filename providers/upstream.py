@@ -256,7 +256,6 @@ class HTTPStreamProvider(ABC):
         try:
             return self.completion_chunks(payload)
         except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a malformed shape
-            log.warning("upstream %r: unexpected completion body (%s)", name, exc)
             raise unreadable_body(UpstreamProtocolError, name,
                                   "sent a completion of an unexpected shape", raw) from exc
 
