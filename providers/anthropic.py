@@ -30,7 +30,7 @@ from providers.errors import (
     UpstreamUnavailable,
 )
 from providers.sse import SSEEvent
-from providers.untrusted import index_of, token_count
+from providers.untrusted import index_of, required_count, token_count
 from providers.upstream import (
     HTTPStreamProvider,
     UpstreamCall,
@@ -87,16 +87,18 @@ def error_from_anthropic_payload(upstream: str, payload: Any, *, status: int | N
 
 def usage_from_anthropic(usage: Any) -> list[Chunk]:
     """Anthropic usage counted the OpenAI way (prompt tokens include cached ones); [] if
-    there is none."""
+    there is none, or its main counts are not counts (the gateway then estimates)."""
     if not isinstance(usage, dict) or ("input_tokens" not in usage
                                        and "output_tokens" not in usage):
         return []
+    prompt = required_count(usage, "input_tokens")
+    completion = required_count(usage, "output_tokens")
+    if prompt is None or completion is None:
+        return []
     cache_read = token_count(usage.get("cache_read_input_tokens"))
     cache_creation = token_count(usage.get("cache_creation_input_tokens"))
-    prompt = ((token_count(usage.get("input_tokens")) or 0) + (cache_read or 0)
-              + (cache_creation or 0))
-    return [Usage(prompt_tokens=prompt,
-                  completion_tokens=token_count(usage.get("output_tokens")) or 0,
+    return [Usage(prompt_tokens=prompt + (cache_read or 0) + (cache_creation or 0),
+                  completion_tokens=completion,
                   cached_tokens=cache_read, cache_creation_tokens=cache_creation)]
 
 
@@ -106,7 +108,7 @@ class AnthropicStreamParser:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.done = False
-        self._usage: dict[str, int] = {}
+        self._usage: dict[str, Any] = {}
         self._calls: dict[int, int] = {}  # content block index → our tool call index
         self._call_input: dict[int, Any] = {}  # block index → the start event's input
         self._got_arguments: set[int] = set()
@@ -193,11 +195,15 @@ class AnthropicStreamParser:
 
     def _update_usage(self, usage: Any) -> None:
         # message_delta usage is cumulative and newer API versions repeat input counts.
+        # A main count that is not a count poisons the usage (the gateway estimates);
+        # anything else that is not a count (nulls, nested objects) is skipped.
         if isinstance(usage, dict):
             for key, value in usage.items():
                 count = token_count(value)
                 if count is not None:
                     self._usage[key] = count
+                elif key in ("input_tokens", "output_tokens") and value is not None:
+                    self._usage[key] = value
 
     def at_eof(self) -> None:
         """No ``message_stop``: fine once the stop reason arrived, truncated otherwise."""

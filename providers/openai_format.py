@@ -23,7 +23,7 @@ from providers.errors import (
     UpstreamUnavailable,
 )
 from providers.sse import SSEEvent
-from providers.untrusted import index_of, token_count
+from providers.untrusted import index_of, required_count, token_count
 from providers.upstream import (
     error_class_for_status,
     load_json,
@@ -127,16 +127,18 @@ def parse_model_list(payload: Any, default_owner: str) -> list[ModelInfo]:
 
 def usage_from_openai(usage: Any) -> Usage | None:
     """Our Usage from an OpenAI usage object (cached tokens from prompt_tokens_details);
-    None if it is not one. Counts that are not numbers count as 0 (cached: unknown)."""
+    None if it is not one or its main counts are not counts (the gateway then estimates)."""
     if not isinstance(usage, Mapping) or not usage:
+        return None
+    prompt = required_count(usage, "prompt_tokens")
+    completion = required_count(usage, "completion_tokens")
+    if prompt is None or completion is None:
         return None
     details = usage.get("prompt_tokens_details")
     cached = token_count(details.get("cached_tokens")) if isinstance(details, Mapping) else None
     if cached is None:
         cached = token_count(usage.get("cached_tokens"))  # some servers flatten it
-    return Usage(prompt_tokens=token_count(usage.get("prompt_tokens")) or 0,
-                 completion_tokens=token_count(usage.get("completion_tokens")) or 0,
-                 cached_tokens=cached)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached)
 
 
 class OpenAIStreamParser:

@@ -67,17 +67,25 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def token_count(value: Any) -> int | None:
-    """A usage number as a non-negative int (clamped to MAX_TOKENS); None when it is not
-    a number at all (strings, booleans, NaN, objects)."""
+    """A usage number as an int clamped to MAX_TOKENS; None when it is not a count at all
+    (negative, NaN, strings, booleans, objects)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, float):
         if not math.isfinite(value):
             return MAX_TOKENS if value > 0 else None
         value = int(value)
-    if not isinstance(value, int):
+    if not isinstance(value, int) or value < 0:
         return None
-    return min(max(value, 0), MAX_TOKENS)
+    return min(value, MAX_TOKENS)
+
+
+def required_count(usage: Mapping[str, Any], key: str) -> int | None:
+    """A main usage count: absent means 0 (some servers omit one); present but not a
+    count means None, and the caller drops the whole usage so the gateway counts itself
+    rather than bill a nonsense number."""
+    value = usage.get(key)
+    return 0 if value is None else token_count(value)
 
 
 def index_of(value: Any, *, limit: int = 1024) -> int:

@@ -131,7 +131,7 @@ def test_endless_line_ends_the_call_with_502_and_health_stays_fast(
     assert r.status_code == 502
     assert r.json() == error_body(TOO_LARGE_EVENT, "upstream_response_too_large")
     assert elapsed < TOTAL  # the cap ended it, not the deadline
-    assert max(polls, default=0) < 0.5
+    assert max(polls, default=0) < 0.75  # ms when idle; the old code stalled it for seconds
     # The gateway hung up long before the 16 MiB went out.
     assert fake.repeated_bytes < 8 * 1024 * 1024
     row = last_row(bounded, account)
@@ -173,7 +173,7 @@ def test_endless_body_ends_the_call_with_502(bounded: GatewayServer, account: Ac
     assert r.status_code == 502
     assert r.json() == error_body(TOO_LARGE_BODY, "upstream_response_too_large")
     assert elapsed < TOTAL
-    assert max(polls, default=0) < 0.5
+    assert max(polls, default=0) < 0.75  # ms when idle; the old code stalled it for seconds
     assert fake.repeated_bytes < 8 * 1024 * 1024
     assert last_row(bounded, account).status == "failed"
 

@@ -73,7 +73,7 @@ def test_from_provider_never_fails_on_a_plugins_retry_after(retry_after: float |
 
 
 @pytest.mark.parametrize(("value", "expected"), [
-    (12, 12), (0, 0), (-5, 0), (10**30, MAX_TOKENS), (12.0, 12), (12.7, 12),
+    (12, 12), (0, 0), (-5, None), (10**30, MAX_TOKENS), (12.0, 12), (12.7, 12),
     ("12", None), (True, None), (None, None), ([1], None), ({"n": 1}, None),
     (float("nan"), None), (float("inf"), MAX_TOKENS),
 ])
@@ -82,29 +82,35 @@ def test_token_count(value: object, expected: int | None) -> None:
 
 
 def test_openai_usage_with_nonsense_numbers() -> None:
-    assert usage_from_openai({"prompt_tokens": "12", "completion_tokens": 10**30,
+    assert usage_from_openai({"prompt_tokens": 12, "completion_tokens": 10**30,
                               "prompt_tokens_details": {"cached_tokens": True}}) == Usage(
-        prompt_tokens=0, completion_tokens=MAX_TOKENS, cached_tokens=None)
-    assert usage_from_openai({"prompt_tokens": -3, "completion_tokens": 2,
-                              "prompt_tokens_details": "x", "cached_tokens": 1}) == Usage(
+        prompt_tokens=12, completion_tokens=MAX_TOKENS, cached_tokens=None)
+    assert usage_from_openai({"completion_tokens": 2, "prompt_tokens_details": "x",
+                              "cached_tokens": 1}) == Usage(
         prompt_tokens=0, completion_tokens=2, cached_tokens=1)
+    # A main count that is not a count: no usage at all, so the gateway counts itself
+    # instead of billing 0 (or a negative number).
+    assert usage_from_openai({"prompt_tokens": "12", "completion_tokens": 3}) is None
+    assert usage_from_openai({"prompt_tokens": -3, "completion_tokens": 2}) is None
     assert usage_from_openai(7) is None
     assert usage_from_openai([]) is None
 
 
 def test_anthropic_usage_with_nonsense_numbers() -> None:
-    assert usage_from_anthropic({"input_tokens": "9", "output_tokens": -1,
+    assert usage_from_anthropic({"input_tokens": 9, "output_tokens": 10**20,
                                  "cache_read_input_tokens": 10**20,
                                  "cache_creation_input_tokens": None}) == [
-        Usage(prompt_tokens=MAX_TOKENS, completion_tokens=0, cached_tokens=MAX_TOKENS,
-              cache_creation_tokens=None)]
+        Usage(prompt_tokens=9 + MAX_TOKENS, completion_tokens=MAX_TOKENS,
+              cached_tokens=MAX_TOKENS, cache_creation_tokens=None)]
+    assert usage_from_anthropic({"input_tokens": "9", "output_tokens": 1}) == []
+    assert usage_from_anthropic({"input_tokens": 9, "output_tokens": -1}) == []
 
 
 STREAM_END = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
 
 
 @pytest.mark.parametrize(("usage", "expected"), [
-    (b'{"prompt_tokens":"a lot","completion_tokens":-1}', Usage(0, 0, None)),
+    (b'{"prompt_tokens":"a lot","completion_tokens":-1}', None),
     (b'{"prompt_tokens":1e300,"completion_tokens":2}', Usage(MAX_TOKENS, 2, None)),
     (b'"seven"', None),
 ], ids=["strings and negatives", "huge", "not an object"])
@@ -169,3 +175,25 @@ def test_a_relayed_message_is_cleaned_and_cut() -> None:
     assert len(error.message) == len("upstream 'up': ") + 300
     assert error.param == "p" * 99 + "…"
     assert error.upstream_status is None  # a code that is not an HTTP status is not one
+
+
+async def test_anthropic_stream_with_a_nonsense_count_reports_no_usage(upstream, transport,
+                                                                      ctx) -> None:
+    """The gateway then estimates with its own tokenizer rather than bill nonsense."""
+    from providers.anthropic import AnthropicProvider
+
+    body = (b'event: message_start\ndata: {"type":"message_start","message":{"usage":'
+            b'{"input_tokens":9,"output_tokens":1}}}\n\n'
+            b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+            b'"delta":{"type":"text_delta","text":"hi"}}\n\n'
+            b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":'
+            b'"end_turn"},"usage":{"output_tokens":"many"}}\n\n'
+            b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+    upstream.post("https://a.example/v1/messages").mock(return_value=httpx.Response(
+        200, stream=TrickleStream(body), headers={"content-type": "text/event-stream"}))
+    provider = AnthropicProvider(ProviderConfig(name="a", kind="anthropic",
+                                                base_url="https://a.example"), transport)
+    req = ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}])
+    async with aclosing(provider.stream_chat(req, ctx)) as stream:
+        chunks = [chunk async for chunk in stream]
+    assert chunks == [TextDelta("hi"), Finish("stop")]
