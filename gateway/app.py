@@ -45,6 +45,9 @@ def provider_configs(settings: Settings) -> list[ProviderConfig]:
     return [ProviderConfig(name=name, kind=spec.kind, base_url=spec.base_url,
                            api_key=spec.api_key.get_secret_value() if spec.api_key else None,
                            connect_timeout=spec.connect_timeout, read_timeout=spec.read_timeout,
+                           total_timeout=spec.total_timeout,
+                           max_event_bytes=spec.max_event_bytes,
+                           max_response_bytes=spec.max_response_bytes,
                            headers=spec.headers, options=spec.options)
             for name, spec in settings.provider_settings().items()]
 

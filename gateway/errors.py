@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import orjson
@@ -10,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from providers.errors import ProviderError
+from providers.untrusted import clamp_seconds
 
 _STATUS_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -63,11 +65,19 @@ def model_not_found(model: str) -> APIError:
 
 
 def from_provider(exc: ProviderError) -> APIError:
-    """Map a typed upstream error to the status and body the caller gets."""
+    """Map a typed upstream error to the status and body the caller gets.
+
+    ``retry_after`` is clamped again here: a third-party provider plugin may set any
+    float, and NaN or infinity must not turn a 429 into a 500."""
     headers = {}
-    if exc.retry_after is not None:
-        headers["retry-after"] = str(max(1, round(exc.retry_after)))
-        headers["retry-after-ms"] = str(int(exc.retry_after * 1000))
+    wait = None
+    if isinstance(exc.retry_after, int | float):
+        wait = clamp_seconds(float(exc.retry_after))
+    if wait is not None:
+        # Whole seconds rounded up (at least 1: "0" invites an instant retry storm);
+        # milliseconds as precise as the upstream said.
+        headers["retry-after"] = str(max(1, math.ceil(wait)))
+        headers["retry-after-ms"] = str(round(wait * 1000))
     return APIError(exc.status, exc.message, type=exc.type, param=exc.param, code=exc.code,
                     headers=headers)
 

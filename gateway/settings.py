@@ -34,6 +34,9 @@ class ProviderSettings(BaseModel):
     api_key: SecretStr | None = None
     connect_timeout: float = Field(5.0, gt=0)
     read_timeout: float = Field(60.0, gt=0)
+    total_timeout: float = Field(600.0, gt=0)
+    max_event_bytes: int = Field(1024 * 1024, ge=1024)
+    max_response_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     headers: dict[str, str] = {}
     options: dict[str, Any] = {}
     models: dict[str, str] | list[str] = []

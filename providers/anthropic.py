@@ -30,14 +30,15 @@ from providers.errors import (
     UpstreamUnavailable,
 )
 from providers.sse import SSEEvent
+from providers.untrusted import index_of, required_count, token_count
 from providers.upstream import (
     HTTPStreamProvider,
     UpstreamCall,
-    body_excerpt,
     error_class_for_status,
     load_json,
     make_error,
     parse_retry_after,
+    unreadable_body,
     upstream_headers,
 )
 
@@ -78,20 +79,26 @@ def error_from_anthropic_payload(upstream: str, payload: Any, *, status: int | N
         cls = error_class_for_status(status)  # the status decides: 529 overloaded → 503
     else:
         cls = ERROR_TYPES.get(kind, ProviderError) if isinstance(kind, str) else ProviderError
-    return make_error(cls, upstream, str(error.get("message") or kind),
-                      retry_after=retry_after, upstream_status=status)
+    message = error.get("message")
+    if not isinstance(message, str) or not message:
+        message = kind if isinstance(kind, str) and kind else "unknown error"
+    return make_error(cls, upstream, message, retry_after=retry_after, upstream_status=status)
 
 
 def usage_from_anthropic(usage: Any) -> list[Chunk]:
     """Anthropic usage counted the OpenAI way (prompt tokens include cached ones); [] if
-    there is none."""
+    there is none, or its main counts are not counts (the gateway then estimates)."""
     if not isinstance(usage, dict) or ("input_tokens" not in usage
                                        and "output_tokens" not in usage):
         return []
-    cache_read = usage.get("cache_read_input_tokens")
-    cache_creation = usage.get("cache_creation_input_tokens")
-    prompt = (usage.get("input_tokens") or 0) + (cache_read or 0) + (cache_creation or 0)
-    return [Usage(prompt_tokens=prompt, completion_tokens=usage.get("output_tokens") or 0,
+    prompt = required_count(usage, "input_tokens")
+    completion = required_count(usage, "output_tokens")
+    if prompt is None or completion is None:
+        return []
+    cache_read = token_count(usage.get("cache_read_input_tokens"))
+    cache_creation = token_count(usage.get("cache_creation_input_tokens"))
+    return [Usage(prompt_tokens=prompt + (cache_read or 0) + (cache_creation or 0),
+                  completion_tokens=completion,
                   cached_tokens=cache_read, cache_creation_tokens=cache_creation)]
 
 
@@ -101,7 +108,7 @@ class AnthropicStreamParser:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.done = False
-        self._usage: dict[str, int] = {}
+        self._usage: dict[str, Any] = {}
         self._calls: dict[int, int] = {}  # content block index → our tool call index
         self._call_input: dict[int, Any] = {}  # block index → the start event's input
         self._got_arguments: set[int] = set()
@@ -112,11 +119,13 @@ class AnthropicStreamParser:
         try:
             obj = orjson.loads(event.data)
         except orjson.JSONDecodeError as exc:
-            raise make_error(UpstreamProtocolError, self.upstream,
-                             f"unparsable stream event: {event.data[:200]!r}") from exc
+            raise unreadable_body(UpstreamProtocolError, self.upstream,
+                                  "sent a stream event that is not JSON",
+                                  event.data[:500].encode()) from exc
         if not isinstance(obj, dict):
-            raise make_error(UpstreamProtocolError, self.upstream,
-                             f"unexpected stream event: {event.data[:200]!r}")
+            raise unreadable_body(UpstreamProtocolError, self.upstream,
+                                  "sent a stream event that is not a JSON object",
+                                  event.data[:500].encode())
         handler = self._HANDLERS.get(obj.get("type", event.event))
         return handler(self, obj) if handler is not None else []
 
@@ -130,7 +139,7 @@ class AnthropicStreamParser:
             return [TextDelta(block["text"])] if block.get("text") else []
         if block.get("type") != "tool_use":
             return []  # thinking, server tools: nothing the OpenAI shape can carry
-        index = obj.get("index", 0)
+        index = index_of(obj.get("index"))
         call_index = self._calls[index] = len(self._calls)
         self._call_input[index] = block.get("input")
         return [ToolCallDelta(call_index, id=block.get("id"), name=block.get("name"))]
@@ -141,14 +150,14 @@ class AnthropicStreamParser:
         if kind == "text_delta":
             return [TextDelta(delta["text"])] if delta.get("text") else []
         if kind == "input_json_delta" and delta.get("partial_json"):
-            index = obj.get("index", 0)
+            index = index_of(obj.get("index"))
             if index in self._calls:
                 self._got_arguments.add(index)
                 return [ToolCallDelta(self._calls[index], arguments=delta["partial_json"])]
         return []
 
     def _block_stop(self, obj: dict[str, Any]) -> list[Chunk]:
-        index = obj.get("index", 0)
+        index = index_of(obj.get("index"))
         if index not in self._calls or index in self._got_arguments:
             return []
         # No input_json_delta at all (a tool without arguments): OpenAI clients expect
@@ -170,8 +179,9 @@ class AnthropicStreamParser:
         return []
 
     def _error(self, obj: dict[str, Any]) -> list[Chunk]:
-        raise error_from_anthropic_payload(self.upstream, obj) or make_error(
-            ProviderError, self.upstream, f"stream error: {obj!r:.200}")
+        raise error_from_anthropic_payload(self.upstream, obj) or unreadable_body(
+            ProviderError, self.upstream, "sent an error event we could not read",
+            orjson.dumps(obj)[:500])
 
     _HANDLERS: ClassVar[dict[str, Any]] = {
         "message_start": _message_start,
@@ -185,8 +195,15 @@ class AnthropicStreamParser:
 
     def _update_usage(self, usage: Any) -> None:
         # message_delta usage is cumulative and newer API versions repeat input counts.
+        # A main count that is not a count poisons the usage (the gateway estimates);
+        # anything else that is not a count (nulls, nested objects) is skipped.
         if isinstance(usage, dict):
-            self._usage.update((k, v) for k, v in usage.items() if isinstance(v, int))
+            for key, value in usage.items():
+                count = token_count(value)
+                if count is not None:
+                    self._usage[key] = count
+                elif key in ("input_tokens", "output_tokens") and value is not None:
+                    self._usage[key] = value
 
     def at_eof(self) -> None:
         """No ``message_stop``: fine once the stop reason arrived, truncated otherwise."""
@@ -233,7 +250,7 @@ class AnthropicProvider(HTTPStreamProvider):
         content = payload.get("content")
         if payload.get("type") != "message" or not isinstance(content, list):
             raise make_error(UpstreamProtocolError, self.config.name,
-                             f"expected a message, got: {str(payload)[:200]}")
+                             "sent a body that is not a message")
         text = "".join(block.get("text") or "" for block in content
                        if block.get("type") == "text")
         out: list[Chunk] = [TextDelta(text)] if text else []
@@ -254,9 +271,9 @@ class AnthropicProvider(HTTPStreamProvider):
         retry_after = parse_retry_after(headers)
         error = error_from_anthropic_payload(self.config.name, load_json(raw), status=status,
                                              retry_after=retry_after)
-        return error or make_error(error_class_for_status(status), self.config.name,
-                                   f"HTTP {status}: {body_excerpt(raw)}",
-                                   retry_after=retry_after, upstream_status=status)
+        return error or unreadable_body(error_class_for_status(status), self.config.name,
+                                        f"answered HTTP {status} with a non-JSON body", raw,
+                                        status=status, retry_after=retry_after)
 
     def error_from_payload(self, payload: Any) -> ProviderError | None:
         """Map an Anthropic error object."""

@@ -92,6 +92,9 @@ class ProviderConfig:
     api_key: str | None = None
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
+    total_timeout: float = 600.0  # connect, first byte and the whole body of one call
+    max_event_bytes: int = 1 << 20  # one SSE line, or one event's data lines together
+    max_response_bytes: int = 32 << 20  # one non-streamed body
     headers: Mapping[str, str] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
 

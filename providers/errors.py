@@ -71,3 +71,10 @@ class UpstreamProtocolError(ProviderError):
 
     status = 502
     code = "upstream_protocol_error"
+
+
+class UpstreamResponseTooLarge(ProviderError):
+    """The upstream sent a body, or one SSE event or line, over the configured cap."""
+
+    status = 502
+    code = "upstream_response_too_large"

@@ -64,14 +64,17 @@ class OpenAIProvider(HTTPStreamProvider):
 
     async def list_models(self) -> list[ModelInfo]:
         """The upstream's ``GET /models`` (either list shape)."""
-        with map_transport_errors(self.config.name):
-            response = await self.send("GET", self._models_url, self._json_headers)
-            try:
-                raw = await response.aread()
-            finally:
-                await response.aclose()
-        if response.status_code >= 400:
-            raise self.error_from_response(response.status_code, response.headers, raw)
+        deadline = self.deadline()
+        try:
+            with map_transport_errors(self.config.name):
+                response = await self.send("GET", self._models_url, self._json_headers,
+                                           deadline=deadline)
+                try:
+                    raw = await self.read_json(response, deadline)
+                finally:
+                    await response.aclose()
+        finally:
+            deadline.cancel()
         return parse_model_list(load_json(raw), self.config.name)
 
     def error_from_response(self, status: int, headers: Mapping[str, str],

@@ -23,12 +23,13 @@ from providers.errors import (
     UpstreamUnavailable,
 )
 from providers.sse import SSEEvent
+from providers.untrusted import index_of, required_count, token_count
 from providers.upstream import (
-    body_excerpt,
     error_class_for_status,
     load_json,
     make_error,
     parse_retry_after,
+    unreadable_body,
 )
 
 FINISH_REASONS: dict[str, str] = {
@@ -83,9 +84,11 @@ def error_from_openai_payload(upstream: str, payload: Any, *, status: int | None
         if status is None or "message" not in payload:
             return None
         error = payload  # Together's older flat shape: {"message": ..., "type_": ...}
-    message = str(error.get("message") or "unknown error")
+    message = error.get("message")
+    if not isinstance(message, str) or not message:
+        message = "unknown error"
     code = error.get("code")
-    if status is None and isinstance(code, int) and code >= 400:
+    if status is None and type(code) is int and 400 <= code <= 599:
         status = code  # vLLM and friends put the HTTP status in "code"
     if status is not None:
         cls = error_class_for_status(status)
@@ -107,9 +110,9 @@ def error_from_openai_response(upstream: str, status: int, headers: Mapping[str,
                                       retry_after=retry_after)
     if error is not None:
         return error
-    return make_error(error_class_for_status(status), upstream,
-                      f"HTTP {status}: {body_excerpt(raw)}",
-                      retry_after=retry_after, upstream_status=status)
+    return unreadable_body(error_class_for_status(status), upstream,
+                           f"answered HTTP {status} with a non-JSON body", raw,
+                           status=status, retry_after=retry_after)
 
 
 def parse_model_list(payload: Any, default_owner: str) -> list[ModelInfo]:
@@ -122,15 +125,20 @@ def parse_model_list(payload: Any, default_owner: str) -> list[ModelInfo]:
             for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)]
 
 
-def usage_from_openai(usage: Mapping[str, Any]) -> Usage:
-    """Our Usage from an OpenAI usage object (cached tokens from prompt_tokens_details)."""
-    details = usage.get("prompt_tokens_details") or {}
-    cached = details.get("cached_tokens")
+def usage_from_openai(usage: Any) -> Usage | None:
+    """Our Usage from an OpenAI usage object (cached tokens from prompt_tokens_details);
+    None if it is not one or its main counts are not counts (the gateway then estimates)."""
+    if not isinstance(usage, Mapping) or not usage:
+        return None
+    prompt = required_count(usage, "prompt_tokens")
+    completion = required_count(usage, "completion_tokens")
+    if prompt is None or completion is None:
+        return None
+    details = usage.get("prompt_tokens_details")
+    cached = token_count(details.get("cached_tokens")) if isinstance(details, Mapping) else None
     if cached is None:
-        cached = usage.get("cached_tokens")  # some compatible servers flatten it
-    return Usage(prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                 completion_tokens=int(usage.get("completion_tokens") or 0),
-                 cached_tokens=cached)
+        cached = token_count(usage.get("cached_tokens"))  # some servers flatten it
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached)
 
 
 class OpenAIStreamParser:
@@ -151,21 +159,24 @@ class OpenAIStreamParser:
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
-            raise make_error(UpstreamProtocolError, self.upstream,
-                             f"unparsable stream event: {data[:200]!r}") from exc
+            raise unreadable_body(UpstreamProtocolError, self.upstream,
+                                  "sent a stream event that is not JSON",
+                                  data[:500].encode()) from exc
         if not isinstance(obj, dict):
-            raise make_error(UpstreamProtocolError, self.upstream,
-                             f"unexpected stream event: {data[:200]!r}")
+            raise unreadable_body(UpstreamProtocolError, self.upstream,
+                                  "sent a stream event that is not a JSON object",
+                                  data[:500].encode())
         if obj.get("error") or event.event == "error":
-            raise error_from_openai_payload(self.upstream, obj) or make_error(
-                ProviderError, self.upstream, f"stream error: {data[:200]}")
+            raise error_from_openai_payload(self.upstream, obj) or unreadable_body(
+                ProviderError, self.upstream, "sent an error event we could not read",
+                data[:500].encode())
         self.normalise(obj)
         out: list[Chunk] = []
         for choice in obj.get("choices") or ():
             self._parse_choice(choice, out)
         usage = obj.get("usage")
-        if usage:
-            self._usage = usage_from_openai(usage)
+        if usage:  # null on every chunk but the last: skip the call
+            self._usage = usage_from_openai(usage) or self._usage
         return out
 
     def normalise(self, obj: dict[str, Any]) -> None:
@@ -176,14 +187,14 @@ class OpenAIStreamParser:
         return FINISH_REASONS.get(reason, "stop")
 
     def _parse_choice(self, choice: Mapping[str, Any], out: list[Chunk]) -> None:
-        index = choice.get("index") or 0
+        index = index_of(choice.get("index"))
         delta = choice.get("delta") or {}
         content = delta.get("content")
         if content:
             out.append(TextDelta(content, index))
         for call in delta.get("tool_calls") or ():
             function = call.get("function") or {}
-            out.append(ToolCallDelta(call_index=call.get("index") or 0, id=call.get("id"),
+            out.append(ToolCallDelta(call_index=index_of(call.get("index")), id=call.get("id"),
                                      name=function.get("name"),
                                      arguments=function.get("arguments") or "", index=index))
         reason = choice.get("finish_reason")
@@ -196,11 +207,11 @@ class OpenAIStreamParser:
         choices = payload.get("choices")
         if not isinstance(choices, list):
             raise make_error(UpstreamProtocolError, self.upstream,
-                             f"a completion without choices: {str(payload)[:200]}")
+                             "sent a completion without choices")
         self.normalise(payload)
         out: list[Chunk] = []
         for choice in choices:
-            index = choice.get("index") or 0
+            index = index_of(choice.get("index"))
             message = choice.get("message") or {}
             if "message" not in choice and isinstance(choice.get("text"), str):
                 message = {"content": choice["text"]}  # completion-style choices
@@ -215,9 +226,9 @@ class OpenAIStreamParser:
             reason = choice.get("finish_reason")
             if reason:
                 out.append(Finish(self.map_finish_reason(reason), index))
-        usage = payload.get("usage")
-        if usage:
-            out.append(usage_from_openai(usage))
+        usage = usage_from_openai(payload.get("usage"))
+        if usage is not None:
+            out.append(usage)
         return out
 
     def at_eof(self) -> None:

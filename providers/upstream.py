@@ -3,13 +3,13 @@
 Foreign errors are translated here and only here, the way httpx's
 ``map_httpcore_exceptions`` does it: one context manager wrapped around sending the
 request *and* around iterating its body, so a timeout mid-stream surfaces exactly like
-one before the first byte.
+one before the first byte. Every read is bounded in time (``total_timeout``) and size
+(``max_event_bytes``, ``max_response_bytes``): see ``providers/reading.py``.
 """
 
 from __future__ import annotations
 
-import email.utils
-import time
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import aclosing, contextmanager
@@ -27,10 +27,17 @@ from providers.errors import (
     UpstreamNotFound,
     UpstreamProtocolError,
     UpstreamRateLimited,
+    UpstreamResponseTooLarge,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from providers.sse import SSEEvent, aiter_sse
+from providers.reading import Deadline, TimedChunks, read_body, read_error_body
+from providers.sse import EventTooLarge, SSEEvent, aiter_sse
+from providers.untrusted import MAX_PARAM_CHARS, clean_text, parse_retry_after
+
+__all__ = ["parse_retry_after"]  # re-exported: providers and plugins import it from here
+
+log = logging.getLogger(__name__)
 
 # After the terminal event the body normally ends at once; reading that last bit lets
 # httpx return the connection to the keep-alive pool instead of dropping it. Bounded so
@@ -59,39 +66,31 @@ def error_class_for_status(status: int) -> type[ProviderError]:
     return UpstreamUnavailable if status >= 500 else ProviderError
 
 
-def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date)."""
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return max(float(value) / 1000.0, 0.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
-
-
 def make_error(cls: type[ProviderError], upstream: str, message: str, *,
                param: str | None = None, retry_after: float | None = None,
                upstream_status: int | None = None) -> ProviderError:
-    """Build a typed error whose message names the upstream and, for auth, how to fix it."""
+    """Build a typed error whose message names the upstream and, for auth, how to fix it.
+
+    ``message`` and ``param`` may come from the upstream: they are cut short and cleaned
+    of control characters, since they reach API clients (and logs) verbatim."""
     if cls is UpstreamAuthError:
         # Never relay the upstream's text: OpenAI echoes a fragment of the rejected key.
         message = (f"upstream {upstream!r} rejected the gateway's credentials; "
                    f"check the api_key configured for provider {upstream!r}")
     else:
-        message = f"upstream {upstream!r}: {message}"
+        message = f"upstream {upstream!r}: {clean_text(message)}"
+    if param is not None:
+        param = clean_text(param, MAX_PARAM_CHARS)
     return cls(message, param=param, retry_after=retry_after, upstream_status=upstream_status)
+
+
+def unreadable_body(cls: type[ProviderError], upstream: str, what: str, raw: bytes, *,
+                    status: int | None = None,
+                    retry_after: float | None = None) -> ProviderError:
+    """An error for a body we could not understand. The client gets no upstream text at
+    all (it may be an HTML page with scripts, or binary); the log keeps its start."""
+    log.warning("upstream %r: %s; body starts %r", upstream, what, raw[:500])
+    return make_error(cls, upstream, what, retry_after=retry_after, upstream_status=status)
 
 
 def load_json(raw: bytes) -> Any:
@@ -102,21 +101,20 @@ def load_json(raw: bytes) -> Any:
         return None
 
 
-def body_excerpt(raw: bytes, limit: int = 200) -> str:
-    """A short printable excerpt of a body we could not understand."""
-    text = raw[:limit].decode("utf-8", "replace").strip()
-    return text or "(empty body)"
-
-
 @contextmanager
 def map_transport_errors(upstream: str) -> Iterator[None]:
-    """Translate httpx transport errors into typed provider errors (``raise ... from``).
+    """Translate httpx transport errors (and an oversized SSE event) into typed provider
+    errors (``raise ... from``).
 
     Messages name the configured upstream but not its URL: they reach API clients, and
     base URLs can be internal. The chained httpx exception keeps the details for logs.
     """
     try:
         yield
+    except EventTooLarge as exc:
+        raise UpstreamResponseTooLarge(
+            f"upstream {upstream!r} sent an event stream line or event over {exc.limit} "
+            "bytes; raise its max_event_bytes if such events are expected") from exc
     except httpx.TimeoutException as exc:  # connect, read (first byte or between chunks), pool
         raise UpstreamTimeout(
             f"upstream {upstream!r} timed out ({type(exc).__name__})") from exc
@@ -182,9 +180,14 @@ class HTTPStreamProvider(ABC):
     async def aclose(self) -> None:  # noqa: B027  (a default, not an abstract hook)
         """Nothing to release: the shared transport belongs to the gateway."""
 
+    def deadline(self) -> Deadline:
+        """The time budget of one call (connect, first byte, whole body): start it first."""
+        return Deadline(self.config.total_timeout, self.config.name, self.config.read_timeout)
+
     async def send(self, method: str, url: httpx.URL, headers: HeaderList,
-                   content: bytes = b"") -> httpx.Response:
-        """One request through the shared transport; the caller closes the response.
+                   content: bytes = b"", *, deadline: Deadline) -> httpx.Response:
+        """One request through the shared transport, within ``deadline``; the caller
+        closes the response.
 
         Straight to the transport rather than through ``httpx.AsyncClient``: the client's
         per-request flows (cookies, auth, redirects, URL and header merging) cost more CPU
@@ -192,7 +195,16 @@ class HTTPStreamProvider(ABC):
         """
         request = httpx.Request(method, url, headers=headers, content=content,
                                 extensions={"timeout": self._timeout})
-        return await self._transport.handle_async_request(request)
+        return await deadline.wait(self._transport.handle_async_request(request))
+
+    async def read_json(self, response: httpx.Response, deadline: Deadline) -> bytes:
+        """A whole JSON body within the caller's deadline and ``max_response_bytes``; an
+        error status raises its typed error (from the start of its body)."""
+        if response.status_code >= 400:
+            raw = await read_error_body(response, deadline, self.config.max_response_bytes)
+            raise self.error_from_response(response.status_code, response.headers, raw)
+        return await read_body(response, deadline, self.config.max_response_bytes,
+                               self.config.name)
 
     @abstractmethod
     def error_from_response(self, status: int, headers: Mapping[str, str],
@@ -223,72 +235,84 @@ class HTTPStreamProvider(ABC):
     async def complete_chat(self, req: ChatRequest, ctx: CallContext) -> list[Chunk]:
         """Ask for the whole answer in one body; the chunks ``stream_chat`` would yield."""
         call = self.prepare(req, ctx, stream=False)
-        with map_transport_errors(self.config.name):
-            response = await self.send("POST", call.url, call.headers, orjson.dumps(call.body))
-            try:
-                raw = b"".join([part async for part in body_bytes(response)])
-            finally:
-                await response.aclose()
-        if response.status_code >= 400:
-            raise self.error_from_response(response.status_code, response.headers, raw)
+        deadline = self.deadline()
+        try:
+            with map_transport_errors(self.config.name):
+                response = await self.send("POST", call.url, call.headers,
+                                           orjson.dumps(call.body), deadline=deadline)
+                try:
+                    raw = await self.read_json(response, deadline)
+                finally:
+                    await response.aclose()
+        finally:
+            deadline.cancel()
+        name = self.config.name
         payload = load_json(raw)
         if not isinstance(payload, dict):
-            raise make_error(UpstreamProtocolError, self.config.name,
-                             f"expected a JSON object, got: {body_excerpt(raw)}")
+            raise unreadable_body(UpstreamProtocolError, name, "expected a JSON object", raw)
         if payload.get("error"):  # some compatible servers answer errors with 200
-            raise self.error_from_payload(payload) or make_error(
-                UpstreamProtocolError, self.config.name, f"error body: {body_excerpt(raw)}")
+            raise self.error_from_payload(payload) or unreadable_body(
+                UpstreamProtocolError, name, "answered with an error we could not read", raw)
         try:
             return self.completion_chunks(payload)
         except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a malformed shape
-            raise make_error(UpstreamProtocolError, self.config.name,
-                             f"unexpected completion body: {body_excerpt(raw)}") from exc
+            raise unreadable_body(UpstreamProtocolError, name,
+                                  "sent a completion of an unexpected shape", raw) from exc
 
     async def stream_chat(self, req: ChatRequest, ctx: CallContext) -> AsyncIterator[Chunk]:
         """Yield chunks as the upstream streams them; raise typed errors on failure."""
         call = self.prepare(req, ctx, stream=True)
         parser = self.stream_parser()
-        with map_transport_errors(self.config.name):
-            response = await self.send("POST", call.url, call.headers, orjson.dumps(call.body))
-            try:
-                await self._check_response(response)
-                events = aiter_sse(body_bytes(response))
-                async with aclosing(events):
-                    async for event in events:
-                        for chunk in parser.feed(event):
-                            yield chunk
+        deadline = self.deadline()
+        try:
+            with map_transport_errors(self.config.name):
+                response = await self.send("POST", call.url, call.headers,
+                                           orjson.dumps(call.body), deadline=deadline)
+                try:
+                    await self._check_response(response, deadline)
+                    events = aiter_sse(TimedChunks(response, deadline),
+                                       self.config.max_event_bytes)
+                    async with aclosing(events):
+                        async for event in events:
+                            try:
+                                chunks = parser.feed(event)
+                            except (AttributeError, TypeError, KeyError, ValueError) as exc:
+                                raise self._malformed(event, exc) from exc
+                            for chunk in chunks:
+                                yield chunk
+                            if parser.done:
+                                break
                         if parser.done:
-                            break
-                    if parser.done:
-                        await _drain(events)
-                    else:
-                        parser.at_eof()
-            finally:
-                await response.aclose()
+                            await _drain(events)
+                        else:
+                            parser.at_eof()
+                finally:
+                    await response.aclose()
+        finally:
+            deadline.cancel()
         # Usage goes out after the response is closed and its connection back in the pool.
         for chunk in parser.finish():
             yield chunk
 
-    async def _check_response(self, response: httpx.Response) -> None:
+    def _malformed(self, event: SSEEvent, exc: Exception) -> ProviderError:
+        """A stream event whose shape the parser tripped over (a missing or mistyped
+        field): a protocol error, not an unhandled exception."""
+        log.warning("upstream %r: unexpected stream event (%s): %r", self.config.name,
+                    exc, event.data[:500])
+        return make_error(UpstreamProtocolError, self.config.name,
+                          "sent a stream event of an unexpected shape")
+
+    async def _check_response(self, response: httpx.Response, deadline: Deadline) -> None:
         if response.status_code >= 400:
-            raw = await response.aread()
+            raw = await read_error_body(response, deadline, self.config.max_response_bytes)
             raise self.error_from_response(response.status_code, response.headers, raw)
         content_type = response.headers.get("content-type", "")
         if content_type.startswith("application/json"):
             # Some compatible servers answer a streaming call with a JSON error and 200.
-            raw = await response.aread()
+            raw = await read_error_body(response, deadline, self.config.max_response_bytes)
             error = self.error_from_payload(load_json(raw))
-            raise error or make_error(UpstreamProtocolError, self.config.name,
-                                      f"expected an event stream, got JSON: {body_excerpt(raw)}")
-
-
-def body_bytes(response: httpx.Response) -> AsyncIterator[bytes]:
-    """The body as it arrives. We ask for ``identity`` (see ``upstream_headers``), so it is
-    read raw, without httpx's per-chunk decoder and re-chunker; an upstream that encodes
-    anyway goes through httpx's decoders."""
-    if "content-encoding" in response.headers:
-        return response.aiter_bytes()
-    return aiter(response.stream)  # type: ignore[arg-type]
+            raise error or unreadable_body(UpstreamProtocolError, self.config.name,
+                                           "expected an event stream, got JSON", raw)
 
 
 async def _drain(events: AsyncIterator[SSEEvent]) -> None:
@@ -296,8 +320,8 @@ async def _drain(events: AsyncIterator[SSEEvent]) -> None:
         with anyio.move_on_after(DRAIN_TIMEOUT):
             async for _ in events:
                 pass
-    except httpx.HTTPError:
-        pass  # the connection is simply not reused
+    except (httpx.HTTPError, ProviderError, EventTooLarge):
+        pass  # the answer is complete; the connection is simply not reused
 
 
 USER_AGENT = "llm-gateway"

@@ -107,6 +107,10 @@ class Reply:
     pieces: list[bytes] = field(default_factory=list)
     delay: float = 0.0
     hang_after: int | None = None  # stop sending (but keep the socket) after N pieces
+    # After ``pieces``, send this piece again and again (``delay`` apart) until the client
+    # hangs up or ``repeat_bytes`` went out: an endless line, body or trickle, bounded.
+    repeat: bytes | None = None
+    repeat_bytes: int = 64 * 1024 * 1024
 
     @classmethod
     def recording(cls, name: str, *, split: int | None = None, status: int = 200,
@@ -165,6 +169,7 @@ class FakeUpstream:
         self.received: list[Received] = []
         self.disconnects = 0
         self.completed = 0
+        self.repeated_bytes = 0
         self.thread = LoopThread("fake-upstream")
         self.sock = free_socket()
         self.port = self.sock.getsockname()[1]
@@ -179,6 +184,7 @@ class FakeUpstream:
         self.replies = list(replies)
         self.disconnects = 0
         self.completed = 0
+        self.repeated_bytes = 0
 
     def _next(self) -> Reply:
         if len(self.replies) > 1:
@@ -226,12 +232,27 @@ class FakeUpstream:
                     await self._wait_or_eof(reader, reply.delay)
                 writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
                 await writer.drain()
+            if reply.repeat:
+                await self._repeat(reply, reader, writer)
             writer.write(b"0\r\n\r\n")
             await writer.drain()
             self.completed += 1
         except (ConnectionError, asyncio.CancelledError):
             self.disconnects += 1
             raise ConnectionResetError from None
+
+    async def _repeat(self, reply: Reply, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+        assert reply.repeat is not None
+        frame = f"{len(reply.repeat):x}\r\n".encode() + reply.repeat + b"\r\n"
+        sent = 0
+        while sent < reply.repeat_bytes:
+            if reply.delay:
+                await self._wait_or_eof(reader, reply.delay)
+            writer.write(frame)
+            await writer.drain()  # backpressure: never ahead of what the client reads
+            sent += len(reply.repeat)
+            self.repeated_bytes += len(reply.repeat)
 
     def stop(self) -> None:
         self._server.close()

@@ -219,9 +219,10 @@ async def test_retry_after_as_http_date(provider, upstream, collect) -> None:
 
 async def test_html_error_page_still_maps_by_status(provider, upstream, collect) -> None:
     upstream.post(URL).mock(return_value=httpx.Response(
-        502, html="<html><body>502 Bad Gateway</body></html>"))
-    with pytest.raises(UpstreamUnavailable, match="502 Bad Gateway"):
+        502, html="<html><body>502 Bad Gateway<script>alert(1)</script></body></html>"))
+    with pytest.raises(UpstreamUnavailable) as info:
         await collect(provider, REQ)
+    assert info.value.message == "upstream 'openai': answered HTTP 502 with a non-JSON body"
 
 
 async def test_json_error_with_200_status(provider, upstream, collect) -> None:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Iterable
 
 import pytest
 
-from providers.sse import SSEDecoder, SSEEvent, aiter_sse
+from providers.sse import EventTooLarge, SSEDecoder, SSEEvent, aiter_sse
 
 STREAM = (
     ": keep-alive comment\n"
@@ -113,3 +113,88 @@ def test_large_stream_is_parsed_in_one_pass() -> None:
     events = decode_all(pieces_of(data, 16_384))
     assert len(events) == 20_000
     assert events[-1].data == '{"choices":[{"delta":{"content":"hello"}}]}'
+
+
+# Caps: a line that never ends, or an event whose data lines never stop, raise
+# EventTooLarge once past max_event_bytes instead of buffering without bound.
+LIMIT = 1024
+
+
+def feed_until_refused(decoder: SSEDecoder, pieces: Iterable[bytes]) -> tuple[list[SSEEvent],
+                                                                               int]:
+    """Feed pieces until the decoder refuses one; (events before it, bytes fed)."""
+    events: list[SSEEvent] = []
+    fed = 0
+    with pytest.raises(EventTooLarge) as info:
+        for piece in pieces:
+            fed += len(piece)
+            events += decoder.feed(piece)
+    assert info.value.limit == LIMIT
+    return events, fed
+
+
+def endless(piece: bytes, count: int = 100_000) -> Iterable[bytes]:
+    return (piece for _ in range(count))
+
+
+@pytest.mark.parametrize("size", [1, 7, 100, 5000])
+def test_a_line_that_never_ends_is_refused_past_the_cap(size: int) -> None:
+    decoder = SSEDecoder(max_event_bytes=LIMIT)
+    events, fed = feed_until_refused(decoder, [b"data: ", *endless(b"x" * size)])
+    assert events == []
+    assert LIMIT < fed <= LIMIT + size + 6  # refused with the first piece over the cap
+
+
+def test_a_comment_that_never_ends_is_refused_too() -> None:
+    decoder = SSEDecoder(max_event_bytes=LIMIT)
+    feed_until_refused(decoder, [b": keep", *endless(b"-" * 10)])
+
+
+def test_data_lines_add_up_to_one_event() -> None:
+    decoder = SSEDecoder(max_event_bytes=LIMIT)
+    events, fed = feed_until_refused(decoder, [b"data: ok\n\n", *endless(b"data: 0123456789\n")])
+    assert events == [SSEEvent("message", "ok")]
+    assert fed < 2 * LIMIT
+
+
+def test_an_event_of_exactly_the_cap_passes() -> None:
+    data = b"x" * (LIMIT - 10)
+    decoder = SSEDecoder(max_event_bytes=LIMIT)
+    events = decoder.feed(b"data: " + data[:500] + b"\ndata: " + data[500:] + b"\n\n")
+    assert events == [SSEEvent("message", (data[:500] + b"\n" + data[500:]).decode())]
+    assert len(events[0].data) == LIMIT - 9
+    line = b"data: " + b"y" * (LIMIT - 6)  # a line of exactly LIMIT bytes
+    assert decoder.feed(line + b"\n\n") == [SSEEvent("message", "y" * (LIMIT - 6))]
+
+
+def test_events_before_the_oversized_one_still_come_out() -> None:
+    decoder = SSEDecoder(max_event_bytes=LIMIT)
+    first = b"data: one\n\ndata: two\n\n"
+    assert decoder.feed(first + b"data: " + b"z" * 2 * LIMIT) == [
+        SSEEvent("message", "one"), SSEEvent("message", "two")]
+    with pytest.raises(EventTooLarge):
+        decoder.feed(b"more")
+    with pytest.raises(EventTooLarge):
+        decoder.flush()
+
+
+def test_a_line_in_many_reads_is_joined_once() -> None:
+    decoder = SSEDecoder(max_event_bytes=1 << 20)
+    assert decoder.feed(b"data: ") == []
+    for _ in range(10_000):
+        assert decoder.feed(b"ab") == []
+    assert decoder.feed(b"c\r") == [] and decoder.feed(b"\n\n") == [
+        SSEEvent("message", "ab" * 10_000 + "c")]
+
+
+async def test_aiter_sse_passes_the_cap_on() -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"data: ok\n\n"
+        for _ in range(1000):
+            yield b"y" * 100
+
+    seen = []
+    with pytest.raises(EventTooLarge):
+        async for event in aiter_sse(chunks(), max_event_bytes=LIMIT):
+            seen.append(event)
+    assert seen == [SSEEvent("message", "ok")]
