@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -41,15 +42,17 @@ def gateway_env(data_dir: Path, **env: str) -> dict[str, str]:
 class GatewayProcess:
     """``python -m gateway.cli serve`` on a free loopback port; ``wait_ready`` before use."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, *, args: Sequence[str] = (),
+                 umask: int = -1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log_path = log
         self._log = log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port),
-             "--log-level", "warning"],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+             "--log-level", "warning", *args],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            umask=umask)
 
     def wait_ready(self, timeout: float = 60.0) -> GatewayProcess:
         deadline = time.monotonic() + timeout
@@ -78,6 +81,54 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         self._log.close()
+
+
+def child_pids(pid: int) -> set[int]:
+    """The live children of ``pid`` (uvicorn's workers, for a ``--workers N`` gateway)."""
+    children = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            children.add(int(entry.name))
+    return children
+
+
+def serving_pid(response: httpx.Response, pids: set[int]) -> int:
+    """Which of ``pids`` holds the server end of the connection ``response`` came on.
+
+    Call it while the connection is still open (before its client is closed).
+    """
+    client_port = response.extensions["network_stream"].get_extra_info("client_addr")[1]
+    server_port = response.url.port
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state = fields[1], fields[2], fields[3]
+        if (state == "01" and int(local.split(":")[1], 16) == server_port
+                and int(remote.split(":")[1], 16) == client_port):
+            inode = fields[9]
+            break
+    if inode is None:
+        raise LookupError(f"no established connection from port {client_port}")
+    target = f"socket:[{inode}]"
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(fd) == target:
+                    return pid
+            except OSError:
+                continue
+    raise LookupError(f"none of {sorted(pids)} holds socket {inode}")
 
 
 class RedisProcess:
