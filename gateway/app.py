@@ -22,7 +22,7 @@ from gateway.chat.call import CallServices
 from gateway.errors import APIError, handle_api_error, handle_http_exception, handle_unexpected
 from gateway.jobs import JobRunner
 from gateway.middleware import Envelope
-from gateway.ratelimit import LeaseRenewer, build_limiter
+from gateway.ratelimit import LeaseRenewer, build_limiter, choose_backend
 from gateway.routes import accounts, chat, health, history, legacy, limits
 from gateway.settings import Settings, ensure_secrets
 from gateway.tokens import TokenCounter
@@ -75,7 +75,12 @@ def create_app(settings: Settings, *,
             from redis.asyncio import Redis
 
             state.redis = Redis.from_url(settings.redis_url)
-        state.limiter = build_limiter(settings.rate_limit_backend, redis_url=settings.redis_url,
+        choice = choose_backend(settings.rate_limit_backend, redis_url=settings.redis_url,
+                                workers=settings.workers)
+        log.info("rate limiter: %s", choice)
+        if choice.warning:
+            log.warning("%s", choice.warning)
+        state.limiter = build_limiter(choice.backend, redis_url=settings.redis_url,
                                       engine=state.engine,
                                       fail_open=settings.rate_limit_fail_open,
                                       lease_seconds=settings.rate_limit_lease_seconds)

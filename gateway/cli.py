@@ -29,6 +29,8 @@ def _settings() -> Settings:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from gateway.ratelimit import choose_backend
+
     settings = _settings()
     if settings.auto_migrate:
         # In a child process: the server never imports alembic (~9 MB it would keep).
@@ -39,9 +41,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if settings.is_sqlite and args.workers > 1:
         print("gateway: note: SQLite with several workers works, but PostgreSQL scales better",
               file=sys.stderr)
+    # The workers' settings read their count here: the limiter choice depends on it.
+    os.environ["GATEWAY_WORKERS"] = str(args.workers)
+    limiter = choose_backend(settings.rate_limit_backend, redis_url=settings.redis_url,
+                             workers=args.workers)
     print(f"gateway: serving on http://{args.host}:{args.port} "
           f"({'embedded SQLite' if settings.is_sqlite else 'external database'}, "
-          f"{settings.rate_limit_backend} limiter)", file=sys.stderr)
+          f"rate limiter: {limiter})", file=sys.stderr)
     uvicorn.run("gateway.cli:app_factory", factory=True, host=args.host, port=args.port,
                 workers=args.workers, access_log=args.access_log, log_level=args.log_level,
                 timeout_graceful_shutdown=30, server_header=False,

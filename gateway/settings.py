@@ -100,9 +100,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     trust_forwarded: bool = False
 
-    rate_limit_backend: Literal["memory", "redis", "sql"] = "memory"
+    # auto: redis with REDIS_URL, else memory for one worker, else sql (see choose_backend).
+    rate_limit_backend: Literal["auto", "memory", "redis", "sql"] = "auto"
     rate_limit_fail_open: bool = True
     rate_limit_lease_seconds: float = Field(300.0, gt=0)
+    # The processes serving this gateway: `gateway serve --workers N` passes N to its
+    # workers here, so that the limiter choice knows it is one of several.
+    workers: int = Field(1, ge=1)
     default_max_tokens_estimate: int = Field(1024, ge=1)
 
     writer_queue_size: int = Field(10_000, ge=1)

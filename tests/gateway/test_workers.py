@@ -1,0 +1,122 @@
+"""``gateway serve --workers 2`` on the embedded defaults (SQLite, no Redis): plan limits
+and login throttling stay exact across the workers, and ``/rate-limit`` shows the total."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.processes import GatewayProcess, child_pids, gateway_env, serving_pid
+
+WORKERS, RPM, CALLS = 2, 10, 30
+LOGINS_PER_IP, LOGINS = 5, 12
+MESSAGES = [{"role": "user", "content": "Hello"}]
+
+
+class Workers:
+    """A ``--workers 2`` gateway and its worker pids."""
+
+    def __init__(self, proc: GatewayProcess, env: dict[str, str], log: Path) -> None:
+        self.proc, self.env, self.log = proc, env, log
+        self.pids: set[int] = set()  # the workers, once each has answered
+        self._children: set[int] = set()  # the workers and multiprocessing's helpers
+
+    def request(self, method: str, path: str, **kwargs: object) -> tuple[int, dict, int]:
+        """(status, JSON body, serving worker pid), on a connection of its own."""
+        with httpx.Client(base_url=self.proc.url, timeout=30) as client:
+            r = client.request(method, path, **kwargs)  # type: ignore[arg-type]
+            return r.status_code, r.json(), serving_pid(r, self._children)
+
+    def wait_for_every_worker(self, timeout: float = 45.0) -> None:
+        """Poll /health on fresh connections until each worker has answered once."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._children = child_pids(self.proc.proc.pid)
+            try:
+                self.pids.add(self.request("GET", "/health")[2])
+            except (httpx.TransportError, LookupError):
+                pass
+            if len(self.pids) == WORKERS:
+                return
+        raise AssertionError(f"children {sorted(self._children)}, answered: {sorted(self.pids)}")
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
+    """One gateway for the module: its tests count against different keys and limits."""
+    tmp_path = tmp_path_factory.mktemp("workers")
+    env = gateway_env(tmp_path / "data",
+                      GATEWAY_LOGIN_ATTEMPTS_PER_IP=str(LOGINS_PER_IP))
+    log = tmp_path / "serve.log"
+    proc = GatewayProcess(env, log, args=["--workers", str(WORKERS)])
+    try:
+        proc.wait_ready()
+        gateway = Workers(proc, env, log)
+        gateway.wait_for_every_worker()
+        yield gateway
+    finally:
+        proc.stop()
+
+
+def limited_key(gateway: Workers, **limits: int) -> str:
+    """Register, move to enterprise (high concurrency), return a key carrying ``limits``."""
+    email = f"workers-{gateway.proc.port}@example.com"
+    status, body, _ = gateway.request("POST", "/auth/register",
+                                      json={"email": email, "password": "correct horse 42"})
+    assert status == 201, body
+    subprocess.run([sys.executable, "-m", "gateway.cli", "set-plan", email, "enterprise"],
+                   env=gateway.env, check=True, capture_output=True)
+    status, body, _ = gateway.request("POST", "/auth/keys",
+                                      headers={"X-API-Key": body["apiKey"]},
+                                      json={"name": "limited", "limits": limits})
+    assert status == 201, body
+    return body["key"]
+
+
+def test_requests_per_minute_exact_across_workers(workers: Workers) -> None:
+    key = limited_key(workers, requests_per_minute=RPM)
+    auth = {"Authorization": f"Bearer {key}"}
+
+    def call(_: int) -> tuple[int, int]:
+        status, _body, pid = workers.request(
+            "POST", "/v1/chat/completions", headers=auth,
+            json={"model": "gateway-demo", "messages": MESSAGES})
+        return status, pid
+
+    with ThreadPoolExecutor(CALLS) as pool:
+        results = list(pool.map(call, range(CALLS)))
+    assert {pid for _, pid in results} == workers.pids  # both workers took calls
+    assert Counter(status for status, _ in results) == {200: RPM, 429: CALLS - RPM}
+
+    # Every worker reports the total, not its own share.
+    deadline, answered = time.monotonic() + 20, set()
+    while answered != workers.pids and time.monotonic() < deadline:
+        status, body, pid = workers.request("GET", "/rate-limit", headers=auth)
+        assert status == 200, body
+        assert body["requests"]["used"] == RPM and body["requests"]["remaining"] == 0, body
+        answered.add(pid)
+    assert answered == workers.pids
+    # The choice is stated once, at start, with its reason.
+    assert workers.log.read_text().count("rate limiter: sql (2 workers, no REDIS_URL)") == 1
+
+
+def test_login_attempts_per_ip_exact_across_workers(workers: Workers) -> None:
+    def login(n: int) -> tuple[int, int]:
+        status, _body, pid = workers.request(
+            "POST", "/auth/login",
+            json={"email": f"nobody-{n}@example.com", "password": "wrong password 1"})
+        return status, pid
+
+    with ThreadPoolExecutor(LOGINS) as pool:
+        results = list(pool.map(login, range(LOGINS)))
+    assert {pid for _, pid in results} == workers.pids
+    assert Counter(status for status, _ in results) == {401: LOGINS_PER_IP,
+                                                        429: LOGINS - LOGINS_PER_IP}
