@@ -99,36 +99,49 @@ def child_pids(pid: int) -> set[int]:
     return children
 
 
-def serving_pid(response: httpx.Response, pids: set[int]) -> int:
-    """Which of ``pids`` holds the server end of the connection ``response`` came on.
+def accepting_pid(sock: socket.socket, pids: set[int], timeout: float = 10.0) -> int:
+    """Which of ``pids`` accepted the connected client socket ``sock``.
 
-    Call it while the connection is still open (before its client is closed).
+    A worker takes a connection off the shared listening socket before any request is
+    sent on it: look the connection up then, while nothing can close it yet.
     """
-    client_port = response.extensions["network_stream"].get_extra_info("client_addr")[1]
-    server_port = response.url.port
-    inode = None
+    client_port = sock.getsockname()[1]
+    server_port = sock.getpeername()[1]
+    deadline = time.monotonic() + timeout
+    while True:
+        inode = _server_socket_inode(server_port, client_port)
+        if inode is not None:
+            for pid in pids:
+                if _holds_socket(pid, inode):
+                    return pid
+        if time.monotonic() > deadline:
+            raise LookupError(f"none of {sorted(pids)} accepted port {client_port}")
+        time.sleep(0.01)
+
+
+def _server_socket_inode(server_port: int, client_port: int) -> str | None:
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         local, remote, state = fields[1], fields[2], fields[3]
-        if (state == "01" and int(local.split(":")[1], 16) == server_port
+        if (state == "01" and int(local.split(":")[1], 16) == server_port  # ESTABLISHED
                 and int(remote.split(":")[1], 16) == client_port):
-            inode = fields[9]
-            break
-    if inode is None:
-        raise LookupError(f"no established connection from port {client_port}")
+            return fields[9]
+    return None
+
+
+def _holds_socket(pid: int, inode: str) -> bool:
     target = f"socket:[{inode}]"
-    for pid in pids:
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
         try:
-            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+            if os.readlink(fd) == target:
+                return True
         except OSError:
             continue
-        for fd in fds:
-            try:
-                if os.readlink(fd) == target:
-                    return pid
-            except OSError:
-                continue
-    raise LookupError(f"none of {sorted(pids)} holds socket {inode}")
+    return False
 
 
 class RedisProcess:

@@ -3,18 +3,21 @@ and login throttling stay exact across the workers, and ``/rate-limit`` shows th
 
 from __future__ import annotations
 
+import http.client
+import json
+import sqlite3
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.processes import GatewayProcess, child_pids, gateway_env, serving_pid
+from tests.processes import GatewayProcess, accepting_pid, child_pids, gateway_env
 
 WORKERS, RPM, CALLS = 2, 10, 30
 LOGINS_PER_IP, LOGINS = 5, 12
@@ -26,14 +29,24 @@ class Workers:
 
     def __init__(self, proc: GatewayProcess, env: dict[str, str], log: Path) -> None:
         self.proc, self.env, self.log = proc, env, log
+        self.data_dir = Path(env["GATEWAY_DATA_DIR"])
         self.pids: set[int] = set()  # the workers, once each has answered
         self._children: set[int] = set()  # the workers and multiprocessing's helpers
 
-    def request(self, method: str, path: str, **kwargs: object) -> tuple[int, dict, int]:
-        """(status, JSON body, serving worker pid), on a connection of its own."""
-        with httpx.Client(base_url=self.proc.url, timeout=30) as client:
-            r = client.request(method, path, **kwargs)  # type: ignore[arg-type]
-            return r.status_code, r.json(), serving_pid(r, self._children)
+    def request(self, method: str, path: str, *, json_body: object = None,
+                headers: dict[str, str] | None = None) -> tuple[int, dict, int]:
+        """(status, JSON body, worker pid), on a connection of its own."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.proc.port, timeout=30)
+        try:
+            conn.connect()
+            pid = accepting_pid(conn.sock, self._children)
+            body = None if json_body is None else json.dumps(json_body)
+            conn.request(method, path, body=body,
+                         headers={"Content-Type": "application/json", **(headers or {})})
+            response = conn.getresponse()
+            return response.status, json.loads(response.read()), pid
+        finally:
+            conn.close()
 
     def wait_for_every_worker(self, timeout: float = 45.0) -> None:
         """Poll /health on fresh connections until each worker has answered once."""
@@ -42,7 +55,7 @@ class Workers:
             self._children = child_pids(self.proc.proc.pid)
             try:
                 self.pids.add(self.request("GET", "/health")[2])
-            except (httpx.TransportError, LookupError):
+            except (OSError, LookupError):
                 pass
             if len(self.pids) == WORKERS:
                 return
@@ -70,13 +83,13 @@ def limited_key(gateway: Workers, **limits: int) -> str:
     """Register, move to enterprise (high concurrency), return a key carrying ``limits``."""
     email = f"workers-{gateway.proc.port}@example.com"
     status, body, _ = gateway.request("POST", "/auth/register",
-                                      json={"email": email, "password": "correct horse 42"})
+                                      json_body={"email": email, "password": "correct horse 42"})
     assert status == 201, body
     subprocess.run([sys.executable, "-m", "gateway.cli", "set-plan", email, "enterprise"],
                    env=gateway.env, check=True, capture_output=True)
     status, body, _ = gateway.request("POST", "/auth/keys",
                                       headers={"X-API-Key": body["apiKey"]},
-                                      json={"name": "limited", "limits": limits})
+                                      json_body={"name": "limited", "limits": limits})
     assert status == 201, body
     return body["key"]
 
@@ -88,7 +101,7 @@ def test_requests_per_minute_exact_across_workers(workers: Workers) -> None:
     def call(_: int) -> tuple[int, int]:
         status, _body, pid = workers.request(
             "POST", "/v1/chat/completions", headers=auth,
-            json={"model": "gateway-demo", "messages": MESSAGES})
+            json_body={"model": "gateway-demo", "messages": MESSAGES})
         return status, pid
 
     with ThreadPoolExecutor(CALLS) as pool:
@@ -104,15 +117,25 @@ def test_requests_per_minute_exact_across_workers(workers: Workers) -> None:
         assert body["requests"]["used"] == RPM and body["requests"]["remaining"] == 0, body
         answered.add(pid)
     assert answered == workers.pids
-    # The choice is stated once, at start, with its reason.
-    assert workers.log.read_text().count("rate limiter: sql (2 workers, no REDIS_URL)") == 1
+    # Both workers' writers stored the admitted calls, and only those, on the one file.
+    database = workers.data_dir / "gateway.db"
+    deadline, stored = time.monotonic() + 20, 0
+    while stored < RPM and time.monotonic() < deadline:
+        with closing(sqlite3.connect(database, timeout=30)) as db:
+            stored = db.execute("SELECT count(*) FROM inference_requests "
+                                "WHERE status = 'completed'").fetchone()[0]
+    assert stored == RPM
+    log = workers.log.read_text()
+    # The choice is stated once, at start, with its reason; no worker hit a locked database.
+    assert log.count("rate limiter: sql (2 workers, no REDIS_URL)") == 1, log
+    assert "Traceback" not in log and "database is locked" not in log, log
 
 
 def test_login_attempts_per_ip_exact_across_workers(workers: Workers) -> None:
     def login(n: int) -> tuple[int, int]:
         status, _body, pid = workers.request(
             "POST", "/auth/login",
-            json={"email": f"nobody-{n}@example.com", "password": "wrong password 1"})
+            json_body={"email": f"nobody-{n}@example.com", "password": "wrong password 1"})
         return status, pid
 
     with ThreadPoolExecutor(LOGINS) as pool:
