@@ -24,7 +24,7 @@ from gateway.jobs import JobRunner
 from gateway.middleware import Envelope
 from gateway.ratelimit import LeaseRenewer, build_limiter, choose_backend
 from gateway.routes import accounts, chat, health, history, legacy, limits
-from gateway.settings import Settings, ensure_secrets
+from gateway.settings import Settings, ensure_secrets, prepare_data_dir
 from gateway.tokens import TokenCounter
 from gateway.upstream_client import build_upstream_transport
 from providers.base import ProviderConfig
@@ -58,8 +58,8 @@ def create_app(settings: Settings, *,
         state.settings = settings
         url = settings.effective_database_url
         if settings.auto_migrate:
-            if settings.is_sqlite:
-                settings.data_dir.mkdir(parents=True, exist_ok=True)
+            if settings.database_url is None:  # the embedded database lives in the data dir
+                prepare_data_dir(settings)
             from storage.migrate import upgrade_async  # alembic only when it is needed
 
             await upgrade_async(url)

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from gateway.settings import ConfigError, Settings, ensure_secrets, load_settings
+from gateway.settings import ConfigError, Settings, ensure_secrets, load_settings, prepare_data_dir
 
 
 def app_factory():
@@ -59,8 +59,8 @@ def cmd_migrate(_args: argparse.Namespace) -> None:
     from storage.migrate import upgrade
 
     settings = _settings()
-    if settings.is_sqlite:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.database_url is None:  # the embedded database lives in the data dir
+        prepare_data_dir(settings)
     upgrade(settings.effective_database_url)
     print("gateway: database is at the latest schema", file=sys.stderr)
 
