@@ -57,9 +57,9 @@ def create_app(settings: Settings, *,
         state = app.state
         state.settings = settings
         url = settings.effective_database_url
+        if settings.database_url is None:  # the embedded database lives in the data dir
+            prepare_data_dir(settings)  # also when another process migrated: tighten ours
         if settings.auto_migrate:
-            if settings.database_url is None:  # the embedded database lives in the data dir
-                prepare_data_dir(settings)
             from storage.migrate import upgrade_async  # alembic only when it is needed
 
             await upgrade_async(url)

@@ -15,9 +15,13 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from gateway.app import create_app
 from gateway.settings import ensure_secrets, load_settings, prepare_data_dir
 from storage.engine import build_engine
+from storage.migrate import upgrade
+from tests.conftest import make_settings
 from tests.processes import GatewayProcess, gateway_env
+from tests.servers import GatewayServer
 
 DATABASE_FILES = ("gateway.db", "gateway.db-wal", "gateway.db-shm")
 SECRET_FILES = (".jwt_secret", ".key_hash_secret")
@@ -144,3 +148,19 @@ def test_a_pointed_at_shared_dir_is_left_alone_with_a_warning(
     assert oct(mode(shared / "index.html")) == oct(0o644)
     assert [oct(mode(shared / name)) for name in DATABASE_FILES] == [oct(0o600)] * 3
     assert any("left as it is" in r.getMessage() for r in caplog.records)
+
+
+def test_a_start_without_migration_tightens_an_old_data_dir(tmp_path: Path) -> None:
+    """Production runs `gateway migrate` once; the workers' start still tightens."""
+    data = tmp_path / "data"
+    data.mkdir()
+    upgrade(f"sqlite+aiosqlite:///{data / 'gateway.db'}")
+    os.chmod(data / "gateway.db", 0o644)  # as older versions created it
+    os.chmod(data, 0o755)
+    server = GatewayServer(create_app(make_settings(data)))  # migrate_on_start=False
+    try:
+        assert httpx.get(server.url + "/ready").status_code == 200
+        assert oct(mode(data)) == oct(0o700)
+        assert [oct(mode(data / name)) for name in DATABASE_FILES] == [oct(0o600)] * 3
+    finally:
+        server.stop()
