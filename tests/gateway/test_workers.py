@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import sqlite3
 import subprocess
 import sys
@@ -17,7 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from gateway.app import create_app
+from gateway.ratelimit import MemoryRateLimiter
+from gateway.ratelimit.sql_backend import SqlRateLimiter
+from storage.migrate import upgrade
+from tests.conftest import make_settings
 from tests.processes import GatewayProcess, accepting_pid, child_pids, gateway_env
+from tests.servers import GatewayServer
 
 WORKERS, RPM, CALLS = 2, 10, 30
 LOGINS_PER_IP, LOGINS = 5, 12
@@ -143,3 +150,23 @@ def test_login_attempts_per_ip_exact_across_workers(workers: Workers) -> None:
     assert {pid for _, pid in results} == workers.pids
     assert Counter(status for status, _ in results) == {401: LOGINS_PER_IP,
                                                         429: LOGINS - LOGINS_PER_IP}
+
+
+@pytest.mark.parametrize(("backend", "built", "warns"), [
+    ("auto", SqlRateLimiter, False), ("memory", MemoryRateLimiter, True)])
+def test_the_lifespan_builds_the_choice_for_its_worker_count(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, backend: str, built: type,
+        warns: bool) -> None:
+    database = f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
+    upgrade(database)
+    settings = make_settings(tmp_path, database, rate_limit_backend=backend, workers=2)
+    with caplog.at_level(logging.INFO, logger="gateway"):
+        server = GatewayServer(create_app(settings))
+        try:
+            assert isinstance(server.state.limiter, built)
+        finally:
+            server.stop()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("each worker counts alone" in m for m in warnings) is warns, warnings
+    name = "sql" if built is SqlRateLimiter else "memory"
+    assert any(r.getMessage().startswith(f"rate limiter: {name} (") for r in caplog.records)
