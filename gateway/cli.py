@@ -43,11 +43,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
               file=sys.stderr)
     # The workers' settings read their count here: the limiter choice depends on it.
     os.environ["GATEWAY_WORKERS"] = str(args.workers)
-    limiter = choose_backend(settings.rate_limit_backend, redis_url=settings.redis_url,
-                             workers=args.workers)
+    choice = choose_backend(settings.rate_limit_backend, redis_url=settings.redis_url,
+                            workers=args.workers)
     print(f"gateway: serving on http://{args.host}:{args.port} "
           f"({'embedded SQLite' if settings.is_sqlite else 'external database'}, "
-          f"rate limiter: {limiter})", file=sys.stderr)
+          f"rate limiter: {choice})", file=sys.stderr)
     uvicorn.run("gateway.cli:app_factory", factory=True, host=args.host, port=args.port,
                 workers=args.workers, access_log=args.access_log, log_level=args.log_level,
                 timeout_graceful_shutdown=30, server_header=False,
