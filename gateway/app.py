@@ -23,10 +23,10 @@ from gateway.chat.call import CallServices
 from gateway.errors import APIError, handle_api_error, handle_http_exception, handle_unexpected
 from gateway.jobs import JobRunner
 from gateway.middleware import Envelope
-from gateway.ratelimit import LeaseRenewer, build_limiter
+from gateway.ratelimit import LeaseRenewer, build_limiter, choose_backend
 from gateway.routes import accounts, chat, health, history, legacy, limits
 from gateway.routing import MethodNotAllowed
-from gateway.settings import Settings, ensure_secrets
+from gateway.settings import Settings, ensure_secrets, prepare_data_dir
 from gateway.tokens import TokenCounter
 from gateway.upstream_client import build_upstream_transport
 from providers.base import ProviderConfig
@@ -62,9 +62,9 @@ def create_app(settings: Settings, *,
         state = app.state
         state.settings = settings
         url = settings.effective_database_url
+        if settings.database_url is None:  # the embedded database lives in the data dir
+            prepare_data_dir(settings)  # also when another process migrated: tighten ours
         if settings.auto_migrate:
-            if settings.is_sqlite:
-                settings.data_dir.mkdir(parents=True, exist_ok=True)
             from storage.migrate import upgrade_async  # alembic only when it is needed
 
             await upgrade_async(url)
@@ -80,7 +80,12 @@ def create_app(settings: Settings, *,
             from redis.asyncio import Redis
 
             state.redis = Redis.from_url(settings.redis_url)
-        state.limiter = build_limiter(settings.rate_limit_backend, redis_url=settings.redis_url,
+        choice = choose_backend(settings.rate_limit_backend, redis_url=settings.redis_url,
+                                workers=settings.workers)
+        log.info("rate limiter: %s", choice)
+        if choice.warning:
+            log.warning("%s", choice.warning)
+        state.limiter = build_limiter(choice.backend, redis_url=settings.redis_url,
                                       engine=state.engine,
                                       fail_open=settings.rate_limit_fail_open,
                                       lease_seconds=settings.rate_limit_lease_seconds)

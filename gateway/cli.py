@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from gateway.settings import ConfigError, Settings, ensure_secrets, load_settings
+from gateway.settings import ConfigError, Settings, ensure_secrets, load_settings, prepare_data_dir
 
 
 def app_factory():
@@ -29,6 +29,8 @@ def _settings() -> Settings:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from gateway.ratelimit import choose_backend
+
     settings = _settings()
     if settings.auto_migrate:
         # In a child process: the server never imports alembic (~9 MB it would keep).
@@ -39,9 +41,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if settings.is_sqlite and args.workers > 1:
         print("gateway: note: SQLite with several workers works, but PostgreSQL scales better",
               file=sys.stderr)
+    # The workers' settings read their count here: the limiter choice depends on it.
+    os.environ["GATEWAY_WORKERS"] = str(args.workers)
+    choice = choose_backend(settings.rate_limit_backend, redis_url=settings.redis_url,
+                            workers=args.workers)
     print(f"gateway: serving on http://{args.host}:{args.port} "
           f"({'embedded SQLite' if settings.is_sqlite else 'external database'}, "
-          f"{settings.rate_limit_backend} limiter)", file=sys.stderr)
+          f"rate limiter: {choice})", file=sys.stderr)
     uvicorn.run("gateway.cli:app_factory", factory=True, host=args.host, port=args.port,
                 workers=args.workers, access_log=args.access_log, log_level=args.log_level,
                 timeout_graceful_shutdown=30, server_header=False,
@@ -57,8 +63,8 @@ def cmd_migrate(_args: argparse.Namespace) -> None:
     from storage.migrate import upgrade
 
     settings = _settings()
-    if settings.is_sqlite:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.database_url is None:  # the embedded database lives in the data dir
+        prepare_data_dir(settings)
     upgrade(settings.effective_database_url)
     print("gateway: database is at the latest schema", file=sys.stderr)
 

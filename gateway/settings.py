@@ -6,8 +6,10 @@ limiter and only the offline demo model. ``GATEWAY_ENV=production`` demands real
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +22,14 @@ from pydantic_settings import (
 )
 
 MIN_SECRET_LENGTH = 32
+DATA_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+OWN_FILES = frozenset({"gateway.db", "gateway.db-wal", "gateway.db-shm", "gateway.db-journal",
+                       ".jwt_secret", ".key_hash_secret"})
+"""What the gateway keeps in the data directory: the embedded database (with SQLite's
+files beside it) and the generated secrets."""
+
+log = logging.getLogger("gateway")
 
 
 class ConfigError(Exception):
@@ -117,9 +127,13 @@ class Settings(BaseSettings):
     # connections sooner (4 s), so it never reuses one the gateway is closing.
     keep_alive_seconds: float = Field(5.0, gt=0)
 
-    rate_limit_backend: Literal["memory", "redis", "sql"] = "memory"
+    # auto: redis with REDIS_URL, else memory for one worker, else sql (see choose_backend).
+    rate_limit_backend: Literal["auto", "memory", "redis", "sql"] = "auto"
     rate_limit_fail_open: bool = True
     rate_limit_lease_seconds: float = Field(300.0, gt=0)
+    # The processes serving this gateway: `gateway serve --workers N` passes N to its
+    # workers here, so that the limiter choice knows it is one of several.
+    workers: int = Field(1, ge=1)
     default_max_tokens_estimate: int = Field(1024, ge=1)
 
     writer_queue_size: int = Field(10_000, ge=1)
@@ -260,7 +274,7 @@ def ensure_secrets(settings: Settings) -> Settings:
         return settings
     if settings.env == "production":  # the validator already refused this; belt and braces
         raise ConfigError("production mode needs GATEWAY_JWT_SECRET and GATEWAY_KEY_HASH_SECRET")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(settings)
     update: dict[str, SecretStr] = {}
     for field in ("jwt_secret", "key_hash_secret"):
         if getattr(settings, field) is None:
@@ -279,5 +293,48 @@ def _read_or_create_secret(path: Path) -> str:
         return value
     value = secrets.token_urlsafe(48)
     with os.fdopen(fd, "w") as fh:
+        os.fchmod(fh.fileno(), PRIVATE_FILE_MODE)  # os.open's mode went through the umask
         fh.write(value)
     return value
+
+
+def prepare_data_dir(settings: Settings) -> Path:
+    """Create the data directory 0700, or make an existing one of ours 0700; our files 0600.
+
+    The directory holds the password hashes, API key hashes and signing secrets. A
+    directory counts as ours when this call creates it, when it is the default location,
+    or when it holds nothing but our files; a directory the user pointed at that also
+    holds other things is left as it is (with a warning), only our files in it change.
+    """
+    path = settings.data_dir
+    try:
+        path.mkdir(parents=True, mode=DATA_DIR_MODE)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            if "data_dir" not in settings.model_fields_set or _holds_only_our_files(path):
+                _tighten(path, DATA_DIR_MODE, mode)
+            else:
+                log.warning("data directory %s is open to other users (mode %03o) and also "
+                            "holds files that are not the gateway's, so it is left as it is; "
+                            "the gateway's own files in it are 0600", path, mode)
+    else:
+        os.chmod(path, DATA_DIR_MODE)  # mkdir's mode went through the umask
+    for name in OWN_FILES:
+        try:
+            mode = stat.S_IMODE((path / name).stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            _tighten(path / name, PRIVATE_FILE_MODE, mode)
+    return path
+
+
+def _holds_only_our_files(path: Path) -> bool:
+    return all(entry.name in OWN_FILES for entry in path.iterdir())
+
+
+def _tighten(path: Path, new_mode: int, old_mode: int) -> None:
+    os.chmod(path, new_mode)
+    log.warning("%s was open to other users (mode %03o); it is now %03o", path, old_mode,
+                new_mode)

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -43,15 +44,17 @@ def gateway_env(data_dir: Path, **env: str) -> dict[str, str]:
 class GatewayProcess:
     """``python -m gateway.cli serve`` on a free loopback port; ``wait_ready`` before use."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, *, args: Sequence[str] = (),
+                 umask: int = -1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log_path = log
         self._log = log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port),
-             "--log-level", "warning"],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+             "--log-level", "warning", *args],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            umask=umask)
 
     def wait_ready(self, timeout: float = 60.0) -> GatewayProcess:
         deadline = time.monotonic() + timeout
@@ -80,6 +83,67 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         self._log.close()
+
+
+def child_pids(pid: int) -> set[int]:
+    """The live children of ``pid`` (uvicorn's workers, for a ``--workers N`` gateway)."""
+    children = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            children.add(int(entry.name))
+    return children
+
+
+def accepting_pid(sock: socket.socket, pids: set[int], timeout: float = 10.0) -> int:
+    """Which of ``pids`` accepted the connected client socket ``sock``.
+
+    A worker takes a connection off the shared listening socket before any request is
+    sent on it: look the connection up then, while nothing can close it yet.
+    """
+    client_port = sock.getsockname()[1]
+    server_port = sock.getpeername()[1]
+    deadline = time.monotonic() + timeout
+    while True:
+        inode = _server_socket_inode(server_port, client_port)
+        if inode is not None:
+            for pid in pids:
+                if _holds_socket(pid, inode):
+                    return pid
+        if time.monotonic() > deadline:
+            raise LookupError(f"none of {sorted(pids)} accepted port {client_port}")
+        time.sleep(0.01)
+
+
+def _server_socket_inode(server_port: int, client_port: int) -> str | None:
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state = fields[1], fields[2], fields[3]
+        if (state == "01" and int(local.split(":")[1], 16) == server_port  # ESTABLISHED
+                and int(remote.split(":")[1], 16) == client_port):
+            return fields[9]
+    return None
+
+
+def _holds_socket(pid: int, inode: str) -> bool:
+    target = f"socket:[{inode}]"
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(fd) == target:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 class RedisProcess:

@@ -6,7 +6,7 @@ backend shares are written down in :mod:`gateway.ratelimit.base`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from gateway.ratelimit.base import (
     DEFAULT_LEASE_SECONDS,
@@ -33,6 +33,7 @@ __all__ = [
     "Decision",
     "Lease",
     "LeaseRenewer",
+    "LimiterChoice",
     "Limits",
     "MemoryRateLimiter",
     "RateLimiter",
@@ -40,7 +41,39 @@ __all__ = [
     "Status",
     "WindowState",
     "build_limiter",
+    "choose_backend",
 ]
+
+
+class LimiterChoice(NamedTuple):
+    """The backend to build, why, and a warning when the choice cannot be exact."""
+
+    backend: str
+    reason: str
+    warning: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.backend} ({self.reason})"
+
+
+def choose_backend(configured: str, *, redis_url: str | None, workers: int) -> LimiterChoice:
+    """Resolve ``auto``: Redis when configured, else memory for one process, else SQL.
+
+    The in-memory limiter counts per process: with several workers and no Redis, ``auto``
+    keeps limits exact with the SQL limiter on the gateway's own database.
+    """
+    if configured != "auto":
+        warning = None
+        if configured == "memory" and workers > 1:
+            warning = (f"the memory rate limiter with {workers} workers: each worker counts "
+                       f"alone, so a plan admits up to {workers}x its limits; set "
+                       f"GATEWAY_RATE_LIMIT_BACKEND=auto (or sql), or REDIS_URL")
+        return LimiterChoice(configured, "configured", warning)
+    if redis_url:
+        return LimiterChoice("redis", "REDIS_URL is set")
+    if workers == 1:
+        return LimiterChoice("memory", "1 worker, no REDIS_URL")
+    return LimiterChoice("sql", f"{workers} workers, no REDIS_URL")
 
 
 def build_limiter(
@@ -53,6 +86,8 @@ def build_limiter(
     window_seconds: float = DEFAULT_WINDOW_SECONDS,
 ) -> RateLimiter:
     """Build the limiter named by ``backend``: ``memory``, ``redis`` or ``sql``.
+
+    ``auto`` is resolved by :func:`choose_backend` first, which knows the worker count.
 
     ``fail_open`` applies to the shared backends only: when Redis or the database is
     unreachable, allow calls (True) or reject them with ``limit_type="unavailable"``.
@@ -74,4 +109,5 @@ def build_limiter(
 
         return SqlRateLimiter(engine, fail_open=fail_open, lease_seconds=lease_seconds,
                               window_seconds=window_seconds)
-    raise ValueError(f"unknown rate limit backend {backend!r}: use memory, redis or sql")
+    raise ValueError(f"unknown rate limit backend {backend!r}: use memory, redis or sql "
+                     f"(resolve auto with choose_backend)")

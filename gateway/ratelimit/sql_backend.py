@@ -11,8 +11,12 @@ Rows (``bucket_type``), all keyed by ``user_id`` = the subject (hashed if over 6
 - ``hit``: one per counted attempt of :meth:`SqlRateLimiter.hit`.
 
 Rows count while ``expires_at > now``; expired ones are ignored at once and deleted
-later by a background sweep. SQLite is single-process: there an asyncio lock serialises
-the calls instead. Times come from ``clock`` (Unix seconds): keep hosts NTP-synced.
+later by a background sweep. On SQLite, where there are no row locks, every writing
+transaction starts with ``BEGIN IMMEDIATE``: it takes the database's single write lock
+before reading anything (waiting up to the busy timeout), so the workers of
+``gateway serve --workers N`` sharing one file are serialised by SQLite itself; within a
+process an asyncio lock queues them first, so they never poll in SQLite's busy handler.
+Times come from ``clock`` (Unix seconds): keep hosts NTP-synced.
 """
 
 from __future__ import annotations
@@ -121,9 +125,15 @@ class SqlRateLimiter:
         return self.guard.errors
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+    async def _transaction(self, *, writes: bool = True) -> AsyncIterator[AsyncConnection]:
         serialise: AbstractAsyncContextManager[Any] = self._local_lock or nullcontext()
-        async with serialise, self._engine.begin() as conn:
+        async with serialise, self._engine.connect() as conn, conn.begin():
+            if writes and self._local_lock is not None:
+                # SQLite: the driver's own BEGIN is deferred and sent only before the first
+                # write, so the count a decision reads would be protected only as long as
+                # every transaction happened to start with a write. The driver's COMMIT /
+                # ROLLBACK still end this transaction.
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
             yield conn
 
     async def _lock(self, conn: AsyncConnection, user_id: str, until: float) -> None:
@@ -288,7 +298,7 @@ class SqlRateLimiter:
     async def status(self, subject: str, limits: Limits) -> Status:
         """Report usage and in-flight calls without consuming (nor locking) anything."""
         try:
-            async with self._transaction() as conn:
+            async with self._transaction(writes=False) as conn:
                 now = self._clock()
                 in_use, used_requests, used_tokens, _, newest, newest_tokens = (
                     await self._usage(conn, _user_id(subject), now))

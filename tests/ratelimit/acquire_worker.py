@@ -25,8 +25,12 @@ async def main(backend: str, url: str, prefix: str, subject: str, count: int,
         from sqlalchemy.ext.asyncio import create_async_engine
 
         from gateway.ratelimit.sql_backend import SqlRateLimiter
+        from storage.engine import build_engine
 
-        engine = create_async_engine(url, pool_size=count, max_overflow=0)
+        if url.startswith("sqlite"):  # the gateway's own setup: WAL, busy timeout
+            engine = build_engine(url)
+        else:
+            engine = create_async_engine(url, pool_size=count, max_overflow=0)
         limiter = SqlRateLimiter(engine)
     plan = Limits(requests_per_minute=limit, tokens_per_minute=UNLIMITED,
                   concurrent_requests=UNLIMITED)

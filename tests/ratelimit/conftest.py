@@ -101,10 +101,19 @@ async def postgres_engine(postgres_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture(scope="session")
-async def sqlite_engine(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AsyncEngine]:
+async def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A SQLite file holding ``rate_limit_buckets``, shared by the session."""
     path: Path = tmp_path_factory.mktemp("ratelimit") / "limiter.db"
-    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+    url = f"sqlite+aiosqlite:///{path}"
+    engine = create_async_engine(url)
     await _create_tables(engine)
+    await engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="session")
+async def sqlite_engine(sqlite_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(sqlite_url)
     yield engine
     await engine.dispose()
 

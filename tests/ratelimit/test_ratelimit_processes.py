@@ -1,4 +1,4 @@
-"""Exactness across real OS processes sharing one Redis or one PostgreSQL."""
+"""Exactness across real OS processes sharing one Redis, PostgreSQL or SQLite file."""
 
 from __future__ import annotations
 
@@ -44,11 +44,13 @@ async def run_workers(backend: str, url: str) -> list[tuple[int, int]]:
                 await proc.wait()
 
 
-@pytest.fixture(params=["redis", "sql-postgres"])
+@pytest.fixture(params=["redis", "sql-postgres", "sql-sqlite"])
 def shared_server(request: pytest.FixtureRequest) -> tuple[str, str]:
-    """(worker backend, URL) of a server several processes can share."""
+    """(worker backend, URL) of a server or file several processes can share."""
     if request.param == "redis":
         return "redis", request.getfixturevalue("redis_url")
+    if request.param == "sql-sqlite":
+        return "sql", request.getfixturevalue("sqlite_url")
     return "sql", request.getfixturevalue("postgres_url")
 
 
