@@ -18,6 +18,7 @@ from gateway.auth.credentials import mask_key
 from gateway.auth.principal import Principal
 from gateway.errors import APIError, internal_error, invalid, not_found
 from gateway.http import JSONResponse, client_ip, json_object
+from gateway.routing import MethodNotAllowed
 from storage.accounts import EmailTaken
 from storage.models import ApiKey, User
 
@@ -254,7 +255,7 @@ class NoStore:
 
 NO_STORE = (b"cache-control", b"no-store")
 
-routes = [Mount("/auth", app=NoStore(Router(routes=[
+_auth = [
     Route("/register", register, methods=["POST"]),
     Route("/login", login, methods=["POST"]),
     Route("/me", me, methods=["GET"]),
@@ -262,4 +263,7 @@ routes = [Mount("/auth", app=NoStore(Router(routes=[
     Route("/keys", create_key, methods=["POST"]),
     Route("/keys/{key_id}/regenerate", regenerate_key, methods=["POST"]),
     Route("/keys/{key_id}", revoke_key, methods=["DELETE"]),
-])))]
+]
+# The mount's own router answers wrong methods (with the real Allow list), so those 405s
+# pass through NoStore as well.
+routes = [Mount("/auth", app=NoStore(Router(routes=[*_auth, MethodNotAllowed(_auth)])))]

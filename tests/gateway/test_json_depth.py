@@ -7,7 +7,6 @@ import uuid
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 import sqlalchemy as sa
 
