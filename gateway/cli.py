@@ -44,7 +44,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
           f"{settings.rate_limit_backend} limiter)", file=sys.stderr)
     uvicorn.run("gateway.cli:app_factory", factory=True, host=args.host, port=args.port,
                 workers=args.workers, access_log=args.access_log, log_level=args.log_level,
-                timeout_graceful_shutdown=30, server_header=False,
+                timeout_graceful_shutdown=settings.shutdown_grace_seconds, server_header=False,
                 # Forwarded headers count only when the settings say a proxy sets them.
                 proxy_headers=settings.trust_forwarded)
 

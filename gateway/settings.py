@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     cors_origins: list[str] = []
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     trust_forwarded: bool = False
+    # On SIGTERM: how long open streams and running jobs get to finish (both counted from
+    # the signal) before they are cut off, and the jobs among them retried elsewhere.
+    shutdown_grace_seconds: float = Field(30.0, ge=0)
 
     rate_limit_backend: Literal["memory", "redis", "sql"] = "memory"
     rate_limit_fail_open: bool = True
