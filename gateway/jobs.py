@@ -64,9 +64,12 @@ class Outcome:
     retry_after: float | None = None
 
     def values(self) -> dict[str, Any]:
-        """What the final write stores."""
+        """What the final write stores: the call's row (what was produced) when there is one."""
         if self.row is not None:
-            return {**self.row, "status": self.status}
+            values = {**self.row, "status": self.status}
+            if self.error is not None:
+                values["error"] = self.error
+            return values
         return {"status": self.status, "error": self.error}
 
 
@@ -277,8 +280,8 @@ class JobRunner:
         else:
             await self._finish(run, outcome)
             return
-        if not requeued:  # the user cancelled it meanwhile: record that instead
-            await self._finish(run, Outcome("cancelled", error="Cancelled by the user."))
+        if not requeued:  # the user cancelled it meanwhile: record that, and what was produced
+            await self._finish(run, Outcome("cancelled", outcome.row, "Cancelled by the user."))
 
     async def _finish(self, run: Running, outcome: Outcome, attempts: int | None = None) -> None:
         self._backoff.pop(run.job.user_id, None)  # a slot of this user may be free now

@@ -10,13 +10,16 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
 from gateway.app import create_app
+from gateway.jobs import JobRunner
 from providers.demo import compose_reply
+from storage.jobs import JobStore
 from storage.migrate import upgrade
 from storage.models import InferenceRequest
 from tests.conftest import make_settings, postgres_database, register, run_sync
@@ -34,7 +37,7 @@ from tests.legacy.support import (
     wait_until,
 )
 from tests.processes import GatewayProcess, gateway_env
-from tests.servers import FakeUpstream, Reply, recorded_openai, running
+from tests.servers import FakeUpstream, Reply, recorded_openai, running, wait_for
 
 T = InferenceRequest.__table__
 
@@ -102,6 +105,50 @@ def test_shutdown_without_grace_puts_running_jobs_back_counted(fresh_database: s
             assert view["status"] == "completed" and view["attempts"] == attempts
             assert view["error"] is None
     assert_completed_once(fresh_database, acct.user_id, jobs_of(fresh_database, acct.user_id))
+
+
+class CancelledWhilePutBack(JobStore):
+    """The user's cancel lands just before the worker puts the job back to pending."""
+
+    def __init__(self, engine: Any, user_id: str) -> None:
+        super().__init__(engine)
+        self.user_id = uuid.UUID(user_id)
+
+    async def requeue(self, job_id: uuid.UUID, owner: str, **kw: Any) -> bool:
+        assert await self.cancel(job_id, self.user_id) == "stopping"
+        return await super().requeue(job_id, owner, **kw)
+
+
+def test_a_cancel_while_a_job_is_put_back_keeps_what_it_produced(
+        fresh_database: str, upstream: FakeUpstream, tmp_path: Path) -> None:
+    upstream.script(kept_alive(events=2))  # the role, then "Bon"; then only keep-alives
+    providers = {"fake-openai": {"kind": "openai", "base_url": upstream.url + "/v1",
+                                 "api_key": "sk-up", "models": ["gpt-4o-mini"]}}
+    settings = make_settings(tmp_path, fresh_database, providers=providers, job_workers=0)
+    with running(create_app(settings)) as gateway:
+        acct = register(gateway.url)
+        state = gateway.state
+        runner = JobRunner(CancelledWhilePutBack(state.engine, acct.user_id),
+                           state.call_services, state.catalog, workers=1, lease_seconds=60,
+                           max_attempts=3)
+        job_id = submit(gateway.url, acct.api_key, model="gpt-4o-mini", prompt="cut short")
+
+        async def start() -> None:
+            runner.start()
+
+        async def produced() -> int:
+            return runner.progress(uuid.UUID(job_id)) or 0
+
+        gateway.run(start())
+        assert wait_for(lambda: gateway.run(produced()) > 0, 10)
+        gateway.run(runner.stop(0))  # interrupted at once: the put-back meets the cancel
+        row = jobs_of(fresh_database, acct.user_id)[job_id]
+        assert (row.status, row.error) == ("cancelled", "Cancelled by the user.")
+        assert row.response == "Bon" and row.completed_at is not None
+        tokens = query(fresh_database, sa.select(T.c.completion_tokens)
+                       .where(T.c.id == uuid.UUID(job_id)))[0][0]
+        assert tokens == gateway.state.tokens.text("Bon") > 0
+        assert usage_totals(fresh_database, uuid.UUID(acct.user_id)) == (1, 0)
 
 
 def test_sigterm_lets_running_jobs_finish_once(fresh_database: str, tmp_path: Path) -> None:
