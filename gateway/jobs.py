@@ -281,7 +281,9 @@ class JobRunner:
             await self._finish(run, outcome)
             return
         if not requeued:  # the user cancelled it meanwhile: record that, and what was produced
-            await self._finish(run, Outcome("cancelled", outcome.row, "Cancelled by the user."))
+            # An attempt that never called the upstream (the limiter held it back) is not one.
+            await self._finish(run, Outcome("cancelled", outcome.row, "Cancelled by the user."),
+                               attempts=None if run.called else job.attempts - 1)
 
     async def _finish(self, run: Running, outcome: Outcome, attempts: int | None = None) -> None:
         self._backoff.pop(run.job.user_id, None)  # a slot of this user may be free now

@@ -149,6 +149,25 @@ def test_a_cancel_while_a_job_is_put_back_keeps_what_it_produced(
                        .where(T.c.id == uuid.UUID(job_id)))[0][0]
         assert tokens == gateway.state.tokens.text("Bon") > 0
         assert usage_totals(fresh_database, uuid.UUID(acct.user_id)) == (1, 0)
+        assert row.attempts == 1
+
+        # Held back by the limiter instead: nothing was called, so it was never attempted.
+        r = httpx.post(gateway.url + "/auth/keys", headers=auth(acct.token),
+                       json={"name": "few tokens", "limits": {"tokens_per_minute": 10}})
+        assert r.status_code == 201, r.text
+        key = r.json()["key"]  # a call reserves its max_tokens (1024) up front: refused
+        calls = len(upstream.received)
+        held = submit(gateway.url, key, model="gpt-4o-mini", prompt="held back")
+        runner = JobRunner(CancelledWhilePutBack(state.engine, acct.user_id),
+                           state.call_services, state.catalog, workers=1, lease_seconds=60,
+                           max_attempts=3)
+        gateway.run(start())
+        assert wait_for(lambda: jobs_of(fresh_database, acct.user_id)[held].completed_at
+                        is not None, 10)
+        gateway.run(runner.stop(0))
+        row = jobs_of(fresh_database, acct.user_id)[held]
+        assert (row.status, row.attempts, row.response) == ("cancelled", 0, None)
+        assert len(upstream.received) == calls
 
 
 def test_sigterm_lets_running_jobs_finish_once(fresh_database: str, tmp_path: Path) -> None:
