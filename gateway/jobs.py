@@ -159,7 +159,9 @@ class JobRunner:
         """Stop claiming now; the grace period of running jobs counts from the first call."""
         if self._shutdown_at is None:
             self._shutdown_at = time.monotonic()
-            log.info("shutting down: no new jobs are claimed; %d running", len(self._running))
+            if self._dispatcher is not None:
+                log.info("shutting down: no new jobs are claimed; %d running",
+                         len(self._running))
         self._stopping = True
         self._wake.set()
 
@@ -181,7 +183,7 @@ class JobRunner:
         if self._tasks and remaining > 0:
             await asyncio.wait(set(self._tasks), timeout=remaining)
         if self._running:
-            log.warning("%d job(s) still running after the %.0f s grace period: "
+            log.warning("%d job(s) still running after the %g s grace period: "
                         "interrupted, they are retried", len(self._running), grace_seconds)
         for run in list(self._running.values()):
             run.stop("shutdown")
@@ -196,23 +198,15 @@ class JobRunner:
             if self._stopping:
                 self._slots.release()
                 return
-            self._claiming = True
+            self._claiming = True  # until the job is registered or handed back
             try:
-                job = await self.store.claim(self.owner, self._lease, self._skipped_users())
-            except Exception:
-                log.exception("claiming a job failed")
-                job = None
+                job = await self._claim()
+                if job is not None and self._stopping:
+                    await self._hand_back(job)  # the shutdown began during the claim
+                    self._slots.release()
+                    return
             finally:
                 self._claiming = False
-            if job is not None and self._stopping:
-                # The shutdown began during the claim: hand the job back untouched (if this
-                # fails too, its lease expires and another process takes it).
-                try:
-                    await self.store.requeue(job.id, self.owner, count_attempt=False)
-                except Exception:
-                    log.exception("job %s: handing it back at shutdown failed", job.id)
-                self._slots.release()
-                return
             if job is None:
                 self._slots.release()
                 with contextlib.suppress(TimeoutError):
@@ -224,6 +218,21 @@ class JobRunner:
             task = asyncio.create_task(self._process(run), name=f"job-{job.id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    async def _claim(self) -> Job | None:
+        try:
+            return await self.store.claim(self.owner, self._lease, self._skipped_users())
+        except Exception:
+            log.exception("claiming a job failed")
+            return None
+
+    async def _hand_back(self, job: Job) -> None:
+        """Return a job claimed but not started, uncounted; if that fails too, its lease
+        expires and another process takes it."""
+        try:
+            await self.store.requeue(job.id, self.owner, count_attempt=False)
+        except Exception:
+            log.exception("job %s: handing it back at shutdown failed", job.id)
 
     def _skipped_users(self) -> list[uuid.UUID]:
         now = time.monotonic()
