@@ -174,6 +174,7 @@ def test_sigterm_lets_running_jobs_finish_once(fresh_database: str, tmp_path: Pa
     upstream = FakeUpstream()
     upstream.script(Reply.by_event("openai_text.sse", delay=0.1))  # about 2.5 s a call
     env = gateway_env(tmp_path, DATABASE_URL=fresh_database, GATEWAY_JOB_WORKERS="5",
+                      GATEWAY_MIGRATE_ON_START="false",
                       GATEWAY_PROVIDERS=openai_upstream(upstream),
                       GATEWAY_SHUTDOWN_GRACE_SECONDS="30")
     proc = GatewayProcess(env, tmp_path / "first.log")
@@ -229,6 +230,7 @@ def test_jobs_past_the_grace_period_are_retried_with_the_attempt_counted(
     upstream = FakeUpstream()
     upstream.script(kept_alive())  # every call stays open until the gateway hangs up
     env = gateway_env(tmp_path, DATABASE_URL=fresh_database, GATEWAY_JOB_WORKERS="2",
+                      GATEWAY_MIGRATE_ON_START="false",
                       GATEWAY_PROVIDERS=openai_upstream(upstream), GATEWAY_DEMO_DELAY_MS="60",
                       GATEWAY_SHUTDOWN_GRACE_SECONDS=str(grace))
     procs: list[GatewayProcess] = []
@@ -284,8 +286,11 @@ def test_jobs_past_the_grace_period_are_retried_with_the_attempt_counted(
 
 def test_sigkill_and_restart_finishes_every_job_once(fresh_database: str,
                                                      tmp_path: Path) -> None:
-    env = gateway_env(tmp_path, DATABASE_URL=fresh_database, GATEWAY_DEMO_DELAY_MS="20",
-                      GATEWAY_JOB_WORKERS="3", GATEWAY_JOB_LEASE_SECONDS="2")
+    # About 5 s a job in the first process, so three are surely mid-call when it is killed
+    # (at 1 s a job they sometimes ended first on a loaded machine); fast in the second.
+    env = gateway_env(tmp_path, DATABASE_URL=fresh_database, GATEWAY_DEMO_DELAY_MS="100",
+                      GATEWAY_JOB_WORKERS="3", GATEWAY_JOB_LEASE_SECONDS="2",
+                      GATEWAY_MIGRATE_ON_START="false")
     procs: list[GatewayProcess] = []
     try:
         first = GatewayProcess(env, tmp_path / "first.log")
@@ -304,7 +309,8 @@ def test_sigkill_and_restart_finishes_every_job_once(fresh_database: str,
         assert len(interrupted) == 3 and all(before[i].status == "pending" for i in ids[3:])
         assert {before[i].lease_owner for i in interrupted} != {None}
 
-        second = GatewayProcess(env, tmp_path / "second.log")
+        second = GatewayProcess({**env, "GATEWAY_DEMO_DELAY_MS": "5"},
+                                tmp_path / "second.log")
         procs.append(second)
         second.wait_ready()
         rows = wait_all_final(fresh_database, acct.user_id, 6, timeout=30)
