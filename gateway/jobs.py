@@ -64,12 +64,9 @@ class Outcome:
     retry_after: float | None = None
 
     def values(self) -> dict[str, Any]:
-        """What the final write stores: the call's row (what was produced) when there is one."""
+        """What the final write stores."""
         if self.row is not None:
-            values = {**self.row, "status": self.status}
-            if self.error is not None:
-                values["error"] = self.error
-            return values
+            return {**self.row, "status": self.status}
         return {"status": self.status, "error": self.error}
 
 
@@ -290,8 +287,10 @@ class JobRunner:
             await self._finish(run, outcome)
             return
         if not requeued:  # the user cancelled it meanwhile: record that, and what was produced
+            error = "Cancelled by the user."
+            row = None if outcome.row is None else {**outcome.row, "error": error}
             # An attempt that never called the upstream (the limiter held it back) is not one.
-            await self._finish(run, Outcome("cancelled", outcome.row, "Cancelled by the user."),
+            await self._finish(run, Outcome("cancelled", row, error),
                                attempts=None if run.called else job.attempts - 1)
 
     async def _finish(self, run: Running, outcome: Outcome, attempts: int | None = None) -> None:
