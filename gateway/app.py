@@ -137,7 +137,8 @@ def create_app(settings: Settings, *,
         try:
             yield
         finally:
-            await state.jobs.stop()  # running jobs go back to pending before anything closes
+            # Running jobs finish, or go back to pending, before anything they use closes.
+            await state.jobs.stop(settings.shutdown_grace_seconds)
             await state.leases.aclose()
             await state.writer.stop()
             await state.providers.aclose()

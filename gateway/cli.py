@@ -50,7 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
           f"rate limiter: {choice})", file=sys.stderr)
     uvicorn.run("gateway.cli:app_factory", factory=True, host=args.host, port=args.port,
                 workers=args.workers, access_log=args.access_log, log_level=args.log_level,
-                timeout_graceful_shutdown=30, server_header=False,
+                timeout_graceful_shutdown=settings.shutdown_grace_seconds, server_header=False,
                 # Bounds on what clients can hold (README: production runs behind nginx,
                 # which also times out slow headers and bodies; uvicorn cannot).
                 limit_concurrency=settings.limit_concurrency,

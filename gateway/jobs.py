@@ -6,10 +6,14 @@ provider stream and release as ``/v1``), with a heartbeat that renews its lease 
 stores progress. Submissions in this process wake the dispatcher at once; jobs submitted
 elsewhere are found by polling.
 
-Nothing is lost: on shutdown running jobs go back to ``pending`` (the attempt is not
-counted); a job of a crashed process is claimed again once its lease expires, and fails
-for good after ``job_max_attempts``. A job refused by the rate limiter goes back to
-``pending`` uncounted and this process skips that user until the retry-after passes.
+Nothing is lost, and nothing is called twice without need. When the server's shutdown
+signal arrives this process stops claiming at once; running jobs get the same grace
+period as open streams (``shutdown_grace_seconds``, counted from the signal) to finish.
+Only those still running after it are interrupted and go back to ``pending`` with the
+attempt counted, since their upstream was called. A job of a crashed process is claimed
+again once its lease expires; either way a job fails for good after ``job_max_attempts``.
+A job refused by the rate limiter goes back to ``pending`` uncounted and this process
+skips that user until the retry-after passes.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from gateway.catalog import ModelCatalog
 from gateway.chat.call import CallServices, ChatCall
 from gateway.chat.request import parse_chat
 from gateway.errors import APIError
+from gateway.shutdown import ShutdownSignals
 from providers.errors import (
     ProviderError,
     UpstreamRateLimited,
@@ -42,6 +47,9 @@ from storage.jobs import Job, JobStore
 log = logging.getLogger("gateway.jobs")
 
 POLL_SECONDS = 0.5
+# After the grace period: how long interrupted jobs get to close their calls and be put
+# back. Past it their leases expire and another process takes them over.
+SETTLE_SECONDS = 5.0
 TRANSIENT = (UpstreamRateLimited, UpstreamTimeout, UpstreamUnavailable)
 
 
@@ -71,6 +79,7 @@ class Running:
         self.row: dict[str, Any] | None = None
         self.task: asyncio.Task[Any] | None = None
         self.stop_reason: str | None = None  # cancelled | shutdown | lost
+        self.called = False  # the upstream was called: an interrupted attempt counts
 
     async def capture(self, row: dict[str, Any]) -> None:
         """ChatCall's ``record``: keep the row; the worker writes it, fenced, afterwards."""
@@ -112,6 +121,9 @@ class JobRunner:
         self._dispatcher: asyncio.Task[None] | None = None
         self._slots = asyncio.Semaphore(max(workers, 1))
         self._stopping = False
+        self._claiming = False
+        self._shutdown_at: float | None = None  # monotonic time the shutdown began
+        self._signals = ShutdownSignals(self.begin_shutdown)
 
     # -- used by the routes ------------------------------------------------------------
 
@@ -135,31 +147,63 @@ class JobRunner:
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start claiming; from now on the server's shutdown signal stops the claiming."""
         if self._workers > 0 and self._dispatcher is None:
             self._dispatcher = asyncio.create_task(self._dispatch(), name="job-dispatcher")
+            self._signals.install()
 
-    async def stop(self, grace_seconds: float = 10.0) -> None:
-        """Stop claiming, interrupt running jobs and put them back to ``pending``."""
+    def begin_shutdown(self) -> None:
+        """Stop claiming now; the grace period of running jobs counts from the first call."""
+        if self._shutdown_at is None:
+            self._shutdown_at = time.monotonic()
+            if self._dispatcher is not None:
+                log.info("shutting down: no new jobs are claimed; %d running",
+                         len(self._running))
         self._stopping = True
+        self._wake.set()
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Let running jobs finish until ``grace_seconds`` after the shutdown began; then
+        interrupt the rest and put them back to ``pending``, the attempt counted.
+
+        Without a signal (an embedded server told to exit) the shutdown begins here.
+        """
+        self.begin_shutdown()
+        self._signals.remove()
         if self._dispatcher is not None:
-            self._dispatcher.cancel()
+            if not self._claiming:  # mid-claim it hands the job back and ends by itself
+                self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._dispatcher
+        assert self._shutdown_at is not None
+        remaining = grace_seconds - (time.monotonic() - self._shutdown_at)
+        if self._tasks and remaining > 0:
+            await asyncio.wait(set(self._tasks), timeout=remaining)
+        if self._running:
+            log.warning("%d job(s) still running after the %g s grace period: "
+                        "interrupted, they are retried", len(self._running), grace_seconds)
         for run in list(self._running.values()):
             run.stop("shutdown")
         if self._tasks:
-            _, late = await asyncio.wait(set(self._tasks), timeout=grace_seconds)
+            _, late = await asyncio.wait(set(self._tasks), timeout=SETTLE_SECONDS)
             for task in late:  # their leases expire and another process takes them over
                 task.cancel()
 
     async def _dispatch(self) -> None:
         while not self._stopping:
             await self._slots.acquire()
+            if self._stopping:
+                self._slots.release()
+                return
+            self._claiming = True  # until the job is registered or handed back
             try:
-                job = await self.store.claim(self.owner, self._lease, self._skipped_users())
-            except Exception:
-                log.exception("claiming a job failed")
-                job = None
+                job = await self._claim()
+                if job is not None and self._stopping:
+                    await self._hand_back(job)  # the shutdown began during the claim
+                    self._slots.release()
+                    return
+            finally:
+                self._claiming = False
             if job is None:
                 self._slots.release()
                 with contextlib.suppress(TimeoutError):
@@ -171,6 +215,21 @@ class JobRunner:
             task = asyncio.create_task(self._process(run), name=f"job-{job.id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    async def _claim(self) -> Job | None:
+        try:
+            return await self.store.claim(self.owner, self._lease, self._skipped_users())
+        except Exception:
+            log.exception("claiming a job failed")
+            return None
+
+    async def _hand_back(self, job: Job) -> None:
+        """Return a job claimed but not started, uncounted; if that fails too, its lease
+        expires and another process takes it."""
+        try:
+            await self.store.requeue(job.id, self.owner, count_attempt=False)
+        except Exception:
+            log.exception("job %s: handing it back at shutdown failed", job.id)
 
     def _skipped_users(self) -> list[uuid.UUID]:
         now = time.monotonic()
@@ -211,7 +270,12 @@ class JobRunner:
                 outcome.retry_after or 1.0, 0.1), 30.0)
             requeued = await self.store.requeue(job.id, self.owner, count_attempt=False)
         elif reason == "shutdown" and outcome.status == "cancelled":
-            requeued = await self.store.requeue(job.id, self.owner, count_attempt=False)
+            # Interrupted after the grace period. Once the upstream was called the attempt
+            # counts, so a job that keeps outliving shutdowns ends after max_attempts.
+            requeued = await self.store.requeue(
+                job.id, self.owner, count_attempt=run.called,
+                note=(f"Attempt {job.attempts} was interrupted by a shutdown; retrying."
+                      if run.called else None))
         elif (outcome.transient and reason in (None, "shutdown")
               and job.attempts < self._max_attempts):
             delay = outcome.retry_after or float(2 ** (job.attempts - 1))
@@ -222,8 +286,12 @@ class JobRunner:
         else:
             await self._finish(run, outcome)
             return
-        if not requeued:  # the user cancelled it meanwhile: record that instead
-            await self._finish(run, Outcome("cancelled", error="Cancelled by the user."))
+        if not requeued:  # the user cancelled it meanwhile: record that, and what was produced
+            error = "Cancelled by the user."
+            row = None if outcome.row is None else {**outcome.row, "error": error}
+            # An attempt that never called the upstream (the limiter held it back) is not one.
+            await self._finish(run, Outcome("cancelled", row, error),
+                               attempts=None if run.called else job.attempts - 1)
 
     async def _finish(self, run: Running, outcome: Outcome, attempts: int | None = None) -> None:
         self._backoff.pop(run.job.user_id, None)  # a slot of this user may be free now
@@ -289,6 +357,7 @@ class JobRunner:
             await call.close("cancelled")
             return Outcome("cancelled", run.row)
         try:
+            run.called = True
             await call.open()
             async for _ in call.rest():
                 pass

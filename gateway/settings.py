@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     # Idle keep-alive connections are closed after this; nginx.conf retires its upstream
     # connections sooner (4 s), so it never reuses one the gateway is closing.
     keep_alive_seconds: float = Field(5.0, gt=0)
+    # On SIGTERM: how long open streams and running jobs get to finish (both counted from
+    # the signal) before they are cut off, and the jobs among them retried elsewhere.
+    shutdown_grace_seconds: float = Field(30.0, ge=0)
 
     # auto: redis with REDIS_URL, else memory for one worker, else sql (see choose_backend).
     rate_limit_backend: Literal["auto", "memory", "redis", "sql"] = "auto"

@@ -18,6 +18,7 @@ A job is an ``inference_requests`` row with ``source='legacy'``. Its life:
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -69,8 +70,10 @@ class Owner:
 class JobStore:
     """Every statement the job API and its workers run; one short transaction each."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = utcnow) -> None:
+        """``clock`` is the time leases are taken and checked by (tests move it by hand)."""
         self._engine = engine
+        self._clock = clock
 
     async def submit(self, row: dict[str, Any]) -> None:
         """Insert a new pending job (before the 202 is sent)."""
@@ -80,7 +83,7 @@ class JobStore:
     async def claim(self, owner: str, lease_seconds: float,
                     skip_users: list[uuid.UUID] | None = None) -> Job | None:
         """Take the oldest runnable job (pending, or processing with an expired lease)."""
-        now = utcnow()
+        now = self._clock()
         runnable = sa.or_(T.c.status == "pending",
                           sa.and_(T.c.status == "processing", T.c.lease_expires_at < now))
         pick = sa.select(T.c.id).where(T.c.source == "legacy", runnable)
@@ -115,7 +118,7 @@ class JobStore:
     async def heartbeat(self, job_id: uuid.UUID, owner: str, lease_seconds: float,
                         completion_tokens: int) -> str:
         """Renew the lease and store progress: ``ok``, ``cancelled`` (by the user) or ``lost``."""
-        now = utcnow()
+        now = self._clock()
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 sa.update(T).where(T.c.id == job_id, T.c.lease_owner == owner,
@@ -138,7 +141,7 @@ class JobStore:
 
         A job the user cancelled meanwhile stays ``cancelled`` whatever ``values`` say.
         """
-        now = utcnow()
+        now = self._clock()
         update = {k: values[k] for k in _RESULT_COLUMNS if k in values}
         update.update(completed_at=values.get("completed_at") or now, updated_at=now,
                       lease_expires_at=None,
@@ -165,7 +168,7 @@ class JobStore:
         """Put a job this process holds back to ``pending``; False if it no longer holds it."""
         values: dict[str, Any] = {
             "status": "pending", "lease_owner": None, "lease_expires_at": None,
-            "started_at": None, "completion_tokens": 0, "updated_at": utcnow()}
+            "started_at": None, "completion_tokens": 0, "updated_at": self._clock()}
         if not count_attempt:
             values["attempts"] = T.c.attempts - 1
         if note is not None:
@@ -179,7 +182,7 @@ class JobStore:
     async def cancel(self, job_id: uuid.UUID, user_id: uuid.UUID) -> str | None:
         """Cancel the user's job: ``cancelled``, ``stopping`` (it is running), the final
         status it already had, or None when the user has no such request."""
-        now = utcnow()
+        now = self._clock()
         mine = (T.c.id == job_id, T.c.user_id == user_id)
         async with self._engine.begin() as conn:
             result = await conn.execute(

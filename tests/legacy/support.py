@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 import uuid
 from typing import Any
 
 import httpx
+import orjson
 import sqlalchemy as sa
 
 from storage.engine import build_engine
 from storage.models import InferenceRequest, UsageDaily, User
 from tests.conftest import run_sync
-from tests.servers import GatewayServer
+from tests.processes import GatewayProcess
+from tests.servers import FakeUpstream, GatewayServer, Reply, recording_events
 
 FINAL = ("completed", "failed", "cancelled")
 
@@ -96,3 +99,29 @@ def set_tier(target: GatewayServer | str, user_id: str, tier: str) -> None:
         db(target, stmt)
     else:
         query(target, stmt)
+
+
+def kept_alive(events: int = 3, seconds: float = 120.0) -> Reply:
+    """The first ``events`` of the recorded OpenAI stream, then only keep-alive comments.
+
+    The call stays open, and never reaches the gateway's read timeout, until the gateway
+    hangs up: a job on it runs until it is cancelled or interrupted.
+    """
+    pause = 0.2
+    return Reply(pieces=recording_events("openai_text.sse")[:events]
+                 + [b": keep-alive\n\n"] * int(seconds / pause), delay=pause)
+
+
+def openai_upstream(upstream: FakeUpstream) -> str:
+    """``GATEWAY_PROVIDERS`` for a process whose ``gpt-4o-mini`` is the fake upstream."""
+    return orjson.dumps({"fake-openai": {
+        "kind": "openai", "base_url": upstream.url + "/v1", "api_key": "sk-up",
+        "models": {"gpt-4o-mini": "gpt-4o-mini"}}}).decode()
+
+
+def terminate(proc: GatewayProcess, timeout: float = 60.0) -> float:
+    """SIGTERM the process, as a process manager stops it; seconds until it exited."""
+    started = time.monotonic()
+    proc.proc.send_signal(signal.SIGTERM)
+    proc.proc.wait(timeout)
+    return time.monotonic() - started

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -16,6 +16,19 @@ from storage.jobs import JobStore
 from storage.models import InferenceRequest, UsageDaily, User, utcnow
 
 T = InferenceRequest.__table__
+
+
+class Clock:
+    """Wall-clock time for the store, moved forward by hand."""
+
+    def __init__(self) -> None:
+        self.now = utcnow()
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture
@@ -106,11 +119,14 @@ async def test_finish_is_fenced_and_counted_once(engine: AsyncEngine) -> None:
 
 async def test_expired_leases_are_reclaimed_and_the_old_owner_fenced_off(
         engine: AsyncEngine) -> None:
-    store = JobStore(engine)
+    clock = Clock()
+    store = JobStore(engine, clock=clock)
     user = await make_user(engine)
     await store.submit(job(user))
-    first = await store.claim("dead", 0.05)
-    await asyncio.sleep(0.1)
+    first = await store.claim("dead", 30)
+    clock.advance(29.9)
+    assert await store.claim("alive", 30) is None  # still leased
+    clock.advance(0.2)
     second = await store.claim("alive", 30)
     assert second is not None and second.id == first.id and second.attempts == 2
     assert await store.heartbeat(first.id, "dead", 30, 0) == "lost"
@@ -120,7 +136,8 @@ async def test_expired_leases_are_reclaimed_and_the_old_owner_fenced_off(
 
 
 async def test_requeue_and_cancel(engine: AsyncEngine) -> None:
-    store = JobStore(engine)
+    clock = Clock()
+    store = JobStore(engine, clock=clock)
     user = await make_user(engine)
     await store.submit(job(user))
     claimed = await store.claim("me", 30)
@@ -143,8 +160,8 @@ async def test_requeue_and_cancel(engine: AsyncEngine) -> None:
 
     # A job whose process died is cancelled for good at once.
     await store.submit(orphan := job(user))
-    await store.claim("dead", 0.01)
-    await asyncio.sleep(0.05)
+    await store.claim("dead", 30)
+    clock.advance(31)
     assert await store.cancel(orphan["id"], user) == "stopping"
     stored = await row(engine, orphan["id"])
     assert stored.status == "cancelled" and stored.completed_at is not None

@@ -17,6 +17,7 @@ from tests.conftest import Account, register
 from tests.legacy.support import (
     auth,
     db,
+    kept_alive,
     rows_of,
     status,
     submit,
@@ -123,9 +124,20 @@ def test_model_outside_the_plan_is_a_400_on_model(gateway: GatewayServer) -> Non
     assert rows_of(gateway, acct.user_id) == 0
 
 
+def put_back(gateway: GatewayServer, job_id: str) -> bool:
+    """A worker claimed the job and put it back to pending (the limiter held it back)."""
+    row = db(gateway, sa.select(InferenceRequest.status, InferenceRequest.created_at,
+                                InferenceRequest.updated_at)
+             .where(InferenceRequest.id == uuid.UUID(job_id)))[0]
+    return row.status == "pending" and row.updated_at > row.created_at
+
+
 def test_cancel_running_and_pending_jobs(gateway: GatewayServer, upstream: FakeUpstream) -> None:
     acct = register(gateway.url)  # free plan: two concurrent calls, so the third waits
-    upstream.script(Reply.by_event("openai_text.sse", hang_after=3))
+    # The calls stay open until cancelled. An upstream that went silent instead hit the
+    # gateway's 2 s read timeout when the machine was slow: the attempt failed, the job went
+    # back to pending for a retry, and the cancel found it there, with no tokens.
+    upstream.script(kept_alive())
     key = acct.api_key
     running = [submit(gateway.url, key, model="gpt-4o-mini", prompt=f"slow {i}")
                for i in range(2)]
@@ -134,8 +146,9 @@ def test_cancel_running_and_pending_jobs(gateway: GatewayServer, upstream: FakeU
                           lambda v: (v["progress"] or {}).get("completion_tokens", 0) > 0)
         assert view["status"] == "processing"
     waiting = submit(gateway.url, key, model="gpt-4o-mini", prompt="waits for a slot")
-    time.sleep(0.3)
-    assert status(gateway.url, key, waiting)["status"] in ("pending", "processing")
+    assert wait_for(lambda: put_back(gateway, waiting), 10)
+    assert status(gateway.url, key, waiting)["attempts"] == 0  # waiting is not an attempt
+    assert len(upstream.received) == 2
     r = httpx.get(f"{gateway.url}/inference/{running[0]}/result", headers=auth(key))
     assert r.status_code == 409 and r.json()["error"]["code"] == "job_not_finished"
 

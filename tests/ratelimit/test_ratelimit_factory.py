@@ -67,23 +67,34 @@ async def test_renewer_keeps_held_leases_alive(clock: FakeClock) -> None:
 
 
 class CountingLimiter(MemoryRateLimiter):
-    def __init__(self) -> None:
+    """Records each renewal batch; ``renewed`` is set once ``wanted`` batches arrived."""
+
+    def __init__(self, wanted: int) -> None:
         super().__init__()
         self.batches: list[int] = []
+        self.renewed = asyncio.Event()
+        self._wanted = wanted
 
     async def renew(self, leases: Iterable[Lease]) -> None:
         self.batches.append(len(list(leases)))
+        if len(self.batches) >= self._wanted:
+            self.renewed.set()
+
+
+def renewer_tasks() -> list[asyncio.Task]:
+    return [t for t in asyncio.all_tasks()
+            if getattr(t.get_coro(), "__qualname__", "") == "LeaseRenewer._run"]
 
 
 async def test_renewer_loop_renews_in_batches_until_closed() -> None:
-    limiter = CountingLimiter()
+    limiter = CountingLimiter(wanted=3)
     renewer = LeaseRenewer(limiter, interval=0.01)
     for n in range(3):
         renewer.hold(Lease("alice", f"slot-{n}", 0))
     renewer.start()
-    await asyncio.sleep(0.08)
+    assert len(renewer_tasks()) == 1
+    await asyncio.wait_for(limiter.renewed.wait(), 10)
     await renewer.aclose()
-    assert limiter.batches and set(limiter.batches) == {3}
-    count = len(limiter.batches)
-    await asyncio.sleep(0.03)
-    assert len(limiter.batches) == count
+    assert set(limiter.batches) == {3}  # every held lease, in one call each time
+    # No loop is left to renew anything after close.
+    assert renewer_tasks() == []

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.servers import wait_for
 from tests.webui.chat_page import ChatPage
 
 pytestmark = pytest.mark.browser
@@ -34,6 +34,13 @@ def reference(base_url: str, key: str, messages: list[dict[str, str]]) -> Future
         return pool.submit(complete, base_url, key, messages)
     finally:
         pool.shutdown(wait=False)
+
+
+def statuses(base_url: str, key: str) -> list[str]:
+    """The statuses of the user's calls, as the gateway stored them."""
+    r = httpx.get(base_url + "/history", headers={"authorization": f"Bearer {key}"})
+    assert r.status_code == 200, r.text
+    return [item["status"] for item in r.json()["data"]]
 
 
 def is_chat_request(request: Any) -> bool:
@@ -108,14 +115,20 @@ def test_stop_aborts_a_slow_stream(ui: ChatPage) -> None:
     key = ui.banner_key()
     prompt = "Tell me a long story about gateways."
     full = reference(ui.base_url, key, [{"role": "user", "content": prompt}])
+    ui.watch_stream()
     ui.send(prompt)
     page.wait_for_function(
         "() => document.querySelector('.msg.assistant .msg-body').textContent.length > 0")
-    page.get_by_role("button", name="Stop").click()
+    with page.expect_event("requestfailed", is_chat_request) as aborted:
+        page.get_by_role("button", name="Stop").click()
+    assert "ABORTED" in (aborted.value.failure or ""), aborted.value.failure
     ui.wait_idle()
     stopped = ui.reply_text()
-    time.sleep(0.3)
+    # The gateway saw the browser go: once it has recorded the call as cancelled it sends
+    # nothing more, and the aborted fetch could not have delivered it anyway.
+    assert wait_for(lambda: "cancelled" in statuses(ui.base_url, key), 10)
     assert ui.reply_text() == stopped, "text kept arriving after Stop"
+    assert max(ui.streamed_lengths()) == len(stopped)
     assert 0 < len(stopped) < len(full.result()["choices"][0]["message"]["content"])
     assert ui.replies().nth(0).locator(".msg-note").text_content() == "Stopped."
     assert page.get_by_role("button", name="Stop").is_hidden()
