@@ -36,17 +36,25 @@ KIND_TABLES: dict[str, sa.Table] = {"request": InferenceRequest.__table__,  # ty
 Item = tuple[str, dict[str, Any]]
 
 
+def _default(value: Any) -> str:
+    # asyncpg hands out its own UUID subclass, which orjson only serializes as uuid.UUID.
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
 def encode(item: Item) -> bytes | None:
     """One spool line; a row orjson refuses is spooled without its payload (as the writer
     would store it), a row that still fails is logged and not spooled."""
     kind, row = item
     try:
-        return orjson.dumps([kind, row]) + b"\n"
+        return orjson.dumps([kind, row], default=_default) + b"\n"
     except TypeError as exc:  # orjson.JSONEncodeError: nesting, non-JSON values
         table = KIND_TABLES.get(kind)
         if table is not None:
             try:
-                return orjson.dumps([kind, without_payload(table, row, describe(exc))]) + b"\n"
+                return orjson.dumps([kind, without_payload(table, row, describe(exc))],
+                                    default=_default) + b"\n"
             except TypeError:
                 pass
         log.error("spool: cannot encode a %s row (%s); it is not crash-safe", kind, exc)
