@@ -6,6 +6,9 @@ Layout: ``<dir>/<token>.lock`` is held with ``flock`` while the process lives, a
 to ``<dir>/<token>.<n>.jsonl``, one ``[kind, row]`` JSON line each. A thread takes the
 rows queued since its last turn, writes and fsyncs them (never the event loop, never per
 row), then truncates or deletes what the writer has committed meanwhile.
+
+A call in progress is spooled too, as a small ``started`` record: if the process dies
+before the call's row exists, the replay stores the call as failed instead of forgetting it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ KIND_TABLES: dict[str, sa.Table] = {"request": InferenceRequest.__table__,  # ty
                                     "audit": AuditLog.__table__}  # type: ignore[dict-item]
 
 Item = tuple[str, dict[str, Any]]
+_DECODE_TABLES = {**KIND_TABLES, "started": KIND_TABLES["request"]}
+STOPPED = "the gateway process stopped before the call finished"
+# Calls whose end never reached the spool (a response never started never closes its
+# call): beyond this many the oldest are forgotten, so such leaks stay bounded.
+MAX_IN_FLIGHT = 100_000
 
 
 def _default(value: Any) -> str:
@@ -64,7 +72,7 @@ def encode(item: Item) -> bytes | None:
 def decode(line: bytes) -> Item:
     """A spooled item with its UUIDs and datetimes back as Python objects."""
     kind, row = orjson.loads(line)
-    table = KIND_TABLES.get(kind)
+    table = _DECODE_TABLES.get(kind)
     if table is None:
         return kind, {"id": uuid.UUID(row["id"]), "at": datetime.fromisoformat(row["at"])}
     for name, value in row.items():
@@ -75,6 +83,16 @@ def decode(line: bytes) -> Item:
             elif isinstance(column_type, sa.DateTime):
                 row[name] = datetime.fromisoformat(value)
     return kind, row
+
+
+def unfinished_row(started: dict[str, Any]) -> dict[str, Any]:
+    """The row of a call the process died in: failed, with what was known at its start."""
+    at = started["created_at"]
+    return {"messages": [], "parameters": {}, "prompt": None, **started, "response": "",
+            "tool_calls": None, "finish_reason": None, "status": "failed", "prompt_tokens": 0,
+            "completion_tokens": 0, "total_tokens": 0, "tokens_estimated": False,
+            "processing_time_ms": None, "time_to_first_token_ms": None, "error": STOPPED,
+            "attempts": 1, "started_at": at, "completed_at": None, "updated_at": at}
 
 
 class Spool:
@@ -92,6 +110,7 @@ class Spool:
         self._committed = 0  # rows committed, counted in append order (loop writes it)
         self._taken = 0  # rows taken from _pending by the thread, spooled or not needed
         self._closed: list[tuple[Path, int]] = []  # full segments, _taken at their end
+        self._in_flight: dict[Any, bytes] = {}  # started calls not finished: their lines
         self._segment = 0
         self._path: Path | None = None
         self._fd = -1
@@ -112,6 +131,10 @@ class Spool:
     def append(self, item: Item) -> None:
         self._pending.append(item)
 
+    def started(self, row: dict[str, Any]) -> None:
+        """A call began; its ``request`` row, appended when it ends, closes the record."""
+        self._pending.append(("started", row))
+
     def committed(self, rows: int) -> None:
         self._committed += rows
 
@@ -123,11 +146,12 @@ class Spool:
         self._stop.set()
         self._thread.join()
         self._thread = None
-        left = max(0, self._taken - self._committed)
+        left = max(0, self._taken - self._committed) + len(self._in_flight)
         os.close(self._fd)
         if left:
-            log.warning("writer: %d rows not in the database are left in %s for the next "
-                        "start to replay", left, self.directory)
+            log.warning("writer: %d rows not in the database (%d of unfinished calls) are "
+                        "left in %s for the next start to replay", left,
+                        len(self._in_flight), self.directory)
         else:
             for path, _ in self._closed:
                 path.unlink(missing_ok=True)
@@ -163,23 +187,28 @@ class Spool:
                 item = self._pending.popleft()
             except IndexError:
                 break
+            kind, row = item
+            if kind == "started":
+                line = encode(item)
+                if line is not None:
+                    self._in_flight[row["id"]] = line
+                    lines.append(line)
+                    if len(self._in_flight) > MAX_IN_FLIGHT:
+                        del self._in_flight[next(iter(self._in_flight))]
+                continue
+            if kind == "request":
+                self._in_flight.pop(row["id"], None)
             self._taken += 1
             if self._taken <= committed:
                 continue  # already in the database: nothing to protect
             line = encode(item)
             if line is not None:
                 lines.append(line)
-        if lines:
-            blob = b"".join(lines)
-            data = memoryview(blob)
-            while data:
-                data = data[os.write(self._fd, data):]
-            os.fdatasync(self._fd)
-            self._bytes += len(blob)
+        self._write(lines)
         committed = self._committed
         while self._closed and self._closed[0][1] <= committed:
             self._closed.pop(0)[0].unlink(missing_ok=True)
-        if self._bytes and committed >= self._taken:
+        if self._bytes and committed >= self._taken and not self._in_flight:
             os.ftruncate(self._fd, 0)  # all of it is in the database
             self._bytes = 0
         elif self._bytes >= self._segment_bytes:
@@ -187,6 +216,18 @@ class Spool:
             assert self._path is not None
             self._closed.append((self._path, self._taken))
             self._next_segment()
+            # Calls still running keep their record in the segment that outlives the old.
+            self._write(list(self._in_flight.values()))
+
+    def _write(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        blob = b"".join(lines)
+        data = memoryview(blob)
+        while data:
+            data = data[os.write(self._fd, data):]
+        os.fdatasync(self._fd)
+        self._bytes += len(blob)
 
 
 class DeadSpool:

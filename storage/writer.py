@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.models import ApiKey, AuditLog, InferenceRequest, UsageDaily
-from storage.spool import KIND_TABLES, Item, Spool, dead_spools
+from storage.spool import KIND_TABLES, Item, Spool, dead_spools, unfinished_row
 from storage.unstorable import describe, is_row_error, without_payload
 
 log = logging.getLogger("gateway.writer")
@@ -121,6 +121,13 @@ class RequestWriter:
         self._idle.clear()
         return True
 
+    def begin(self, started: dict[str, Any]) -> None:
+        """Note a call in progress (in the spool only): if the process dies before the call
+        ends, the next start stores it as failed. ``started`` holds the row's identity
+        columns (id, user, key, model, provider, prompt, created_at)."""
+        if self._spool is not None:
+            self._spool.started(started)
+
     def submit_audit(self, row: dict[str, Any]) -> bool:
         return self._put("audit", row) or self._drop("audit")
 
@@ -159,16 +166,24 @@ class RequestWriter:
         while (dead := await asyncio.to_thread(next, spools, None)) is not None:
             try:
                 items = await asyncio.to_thread(dead.items)
-                for start in range(0, len(items), self._batch_size):
-                    await self._commit(items[start:start + self._batch_size], STATEMENT_ROWS,
-                                       idempotent=True, spooled=False)
+                rows = [item for item in items if item[0] != "started"]
+                finished = {row["id"] for kind, row in rows if kind == "request"}
+                unfinished = {row["id"]: ("request", unfinished_row(row))
+                              for kind, row in items
+                              if kind == "started" and row["id"] not in finished}
+                # Separate batches: one INSERT takes rows of one shape.
+                for batch in (rows, list(unfinished.values())):
+                    for start in range(0, len(batch), self._batch_size):
+                        await self._commit(batch[start:start + self._batch_size],
+                                           STATEMENT_ROWS, idempotent=True, spooled=False)
             except BaseException:
                 dead.release()
                 raise
             await asyncio.to_thread(dead.remove)
-            log.warning("writer: replayed %d rows left by a stopped process (spool %s)",
-                        len(items), dead.token)
-            total += len(items)
+            log.warning("writer: replayed %d rows left by a stopped process (spool %s), "
+                        "%d of them calls it did not finish", len(rows) + len(unfinished),
+                        dead.token, len(unfinished))
+            total += len(rows) + len(unfinished)
         self.stats.replayed += total
         return total
 

@@ -1,13 +1,16 @@
-"""A real ``gateway serve`` SIGKILLed after answering 20 streams, before its writer wrote a
-row: the next process on the same data dir and database stores each row exactly once."""
+"""A real ``gateway serve`` SIGKILLed before its writer wrote a row: the next process on the
+same data dir and database stores each row exactly once, the answered calls' rows as they
+were and the calls still streaming at the kill as failed."""
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import sqlalchemy as sa
 
 from storage.engine import build_engine
 from storage.models import InferenceRequest, UsageDaily
+from storage.spool import STOPPED
 from tests.conftest import postgres_database, run_sync
 from tests.processes import GatewayProcess, gateway_env
 
@@ -42,56 +46,96 @@ def _stream(url: str, key: str, i: int) -> bytes:
         return r.read()
 
 
-def _stored(url: str, user_id: str) -> tuple[int, int, int]:
-    """Rows of the user, distinct ids among them, and their usage_daily request count."""
-    async def query() -> tuple[int, int, int]:
+def _stored(url: str, user_id: str) -> tuple[int, int, int, dict]:
+    """Rows of the user, distinct ids among them, their usage_daily request count, and
+    how many rows have each (status, error)."""
+    async def query() -> tuple[int, int, int, dict]:
         engine = build_engine(url)
         try:
             async with engine.connect() as conn:
                 uid = uuid.UUID(user_id)
-                ids = (await conn.execute(sa.select(InferenceRequest.id)
-                                          .where(InferenceRequest.user_id == uid))).scalars()
-                ids = list(ids)
+                rows = (await conn.execute(
+                    sa.select(InferenceRequest.id, InferenceRequest.status,
+                              InferenceRequest.error)
+                    .where(InferenceRequest.user_id == uid))).all()
                 usage = await conn.scalar(sa.select(sa.func.coalesce(
                     sa.func.sum(UsageDaily.requests), 0)).where(UsageDaily.user_id == uid))
         finally:
             await engine.dispose()
-        return len(ids), len(set(ids)), usage
+        kinds: dict = {}
+        for row in rows:
+            kinds[(row.status, row.error)] = kinds.get((row.status, row.error), 0) + 1
+        return len(rows), len({row.id for row in rows}), usage, kinds
 
     return run_sync(asyncio.run, query())
 
 
-def _spooled_requests(spool: Path) -> int:
-    return sum(path.read_bytes().count(b'["request",') for path in spool.glob("*.jsonl"))
+def _spooled(spool: Path, kind: str) -> int:
+    return sum(path.read_bytes().count(f'["{kind}",'.encode())
+               for path in spool.glob("*.jsonl"))
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_rows_of_answered_calls_survive_sigkill(backend: str, tmp_path: Path) -> None:
+def _wait(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10  # the spool syncs every 100 ms
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def _env(backend: str, tmp_path: Path, **env: str) -> tuple[dict[str, str], str]:
     extra = {}
     if backend == "postgres":
         extra["DATABASE_URL"] = postgres_database("crash")
     # The writer would only write after 30 s: every row is still queued at the kill.
-    env = gateway_env(tmp_path, GATEWAY_WRITER_FLUSH_SECONDS="30", **extra)
+    config = tmp_path / "gateway.toml"
+    config.write_text('[providers.slow]\nkind = "demo"\nmodels = ["slow-demo"]\n'
+                      "options = { delay_ms = 1000 }\n")
     url = extra.get("DATABASE_URL") or f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
+    return gateway_env(tmp_path, GATEWAY_WRITER_FLUSH_SECONDS="30", GATEWAY_CONFIG=str(config),
+                       **extra, **env), url
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_calls_answered_or_streaming_at_sigkill_are_each_stored_once(
+        backend: str, tmp_path: Path) -> None:
+    env, url = _env(backend, tmp_path)
     first = GatewayProcess(env, tmp_path / "first.log").wait_ready()
-    second = None
+    opened = threading.Semaphore(0)
+
+    def slow_stream(i: int) -> None:
+        with httpx.stream("POST", first.url + "/v1/chat/completions", timeout=30,
+                          headers={"Authorization": f"Bearer {key}"},
+                          json={"model": "slow-demo", "stream": True,
+                                "messages": [{"role": "user", "content": f"slow {i}"}]}) as r:
+            assert r.status_code == 200
+            opened.release()
+            try:
+                for _ in r.iter_bytes():
+                    pass
+            except httpx.HTTPError:
+                pass  # the gateway was killed mid-stream
+
     try:
         user_id, key = _user(first, env)
         with ThreadPoolExecutor(CALLS) as pool:
             bodies = list(pool.map(lambda i: _stream(first.url, key, i), range(CALLS)))
-        assert all(body.rstrip().endswith(b"data: [DONE]") for body in bodies)
-        deadline = time.monotonic() + 10  # the spool syncs every 100 ms
-        while _spooled_requests(tmp_path / "spool") < CALLS:
-            assert time.monotonic() < deadline, "rows not spooled"
-            time.sleep(0.02)
-        first.kill()
-        assert _stored(url, user_id) == (0, 0, 0)  # the writer had not written them
-        second = GatewayProcess(env, tmp_path / "second.log").wait_ready()
-        assert _stored(url, user_id) == (CALLS, CALLS, CALLS)
-        second.stop()
-        second = None
-        assert list((tmp_path / "spool").iterdir()) == []  # replayed, then a clean stop
+            assert all(body.rstrip().endswith(b"data: [DONE]") for body in bodies)
+            streaming = [pool.submit(slow_stream, i) for i in range(CALLS)]
+            for _ in range(CALLS):
+                assert opened.acquire(timeout=30), "streams did not open"
+            spool = tmp_path / "spool"
+            _wait(lambda: _spooled(spool, "request") >= CALLS
+                  and _spooled(spool, "started") >= 2 * CALLS, "calls not spooled")
+            first.kill()
+            for call in streaming:
+                call.result()
     finally:
         first.stop()
-        if second is not None:
-            second.stop()
+    assert _stored(url, user_id) == (0, 0, 0, {})  # the writer had not written them
+    second = GatewayProcess(env, tmp_path / "second.log").wait_ready()
+    try:
+        assert _stored(url, user_id) == (2 * CALLS, 2 * CALLS, 2 * CALLS, {
+            ("completed", None): CALLS, ("failed", STOPPED): CALLS})
+    finally:
+        second.stop()
+    assert list((tmp_path / "spool").iterdir()) == []  # replayed, then a clean stop
