@@ -121,9 +121,12 @@ class Spool:
 
     def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.directory / f"{self._token}.lock",
-                                os.O_RDWR | os.O_CREAT, 0o600)
+        # Locked before it gets its name: a process starting beside us must never find our
+        # lock file unlocked and take it for a dead process's.
+        making = self.directory / f"{self._token}.lock.new"
+        self._lock_fd = os.open(making, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(making, self.directory / f"{self._token}.lock")
         self._next_segment()
         self._thread = threading.Thread(target=self._run, name="writer-spool", daemon=True)
         self._thread.start()
