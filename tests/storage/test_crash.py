@@ -86,12 +86,12 @@ def _env(backend: str, tmp_path: Path, **env: str) -> tuple[dict[str, str], str]
     extra = {}
     if backend == "postgres":
         extra["DATABASE_URL"] = postgres_database("crash")
-    # The writer would only write after 30 s: every row is still queued at the kill.
+    # The writer would only write after an hour: every row is still queued at the kill.
     config = tmp_path / "gateway.toml"
     config.write_text('[providers.slow]\nkind = "demo"\nmodels = ["slow-demo"]\n'
                       "options = { delay_ms = 1000 }\n")
     url = extra.get("DATABASE_URL") or f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
-    return gateway_env(tmp_path, GATEWAY_WRITER_FLUSH_SECONDS="30", GATEWAY_CONFIG=str(config),
+    return gateway_env(tmp_path, GATEWAY_WRITER_FLUSH_SECONDS="3600", GATEWAY_CONFIG=str(config),
                        **extra, **env), url
 
 
