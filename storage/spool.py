@@ -44,6 +44,9 @@ STOPPED = "the gateway process stopped before the call finished"
 MAX_IN_FLIGHT = 100_000
 
 
+_NEWLINE = orjson.OPT_APPEND_NEWLINE
+
+
 def _default(value: Any) -> str:
     # asyncpg hands out its own UUID subclass, which orjson only serializes as uuid.UUID.
     if isinstance(value, uuid.UUID):
@@ -56,13 +59,13 @@ def encode(item: Item) -> bytes | None:
     would store it), a row that still fails is logged and not spooled."""
     kind, row = item
     try:
-        return orjson.dumps([kind, row], default=_default) + b"\n"
+        return orjson.dumps([kind, row], default=_default, option=_NEWLINE)
     except TypeError as exc:  # orjson.JSONEncodeError: nesting, non-JSON values
         table = KIND_TABLES.get(kind)
         if table is not None:
             try:
                 return orjson.dumps([kind, without_payload(table, row, describe(exc))],
-                                    default=_default) + b"\n"
+                                    default=_default, option=_NEWLINE)
             except TypeError:
                 pass
         log.error("spool: cannot encode a %s row (%s); it is not crash-safe", kind, exc)
@@ -184,14 +187,21 @@ class Spool:
 
     def _sync(self) -> None:
         committed = self._committed
-        lines: list[bytes] = []
+        items: list[Item] = []
         while True:
             try:
-                item = self._pending.popleft()
+                items.append(self._pending.popleft())
             except IndexError:
                 break
+        # A call that started and ended since the last turn needs no started record: its
+        # row is spooled in this very write (most non-streamed calls).
+        ended = {row["id"] for kind, row in items if kind == "request"}
+        lines: list[bytes] = []
+        for item in items:
             kind, row = item
             if kind == "started":
+                if row["id"] in ended:
+                    continue
                 line = encode(item)
                 if line is not None:
                     self._in_flight[row["id"]] = line
