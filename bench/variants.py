@@ -6,6 +6,10 @@
 - ``httpcore``: httpx's own connection pool (httpcore) under the shared upstream client
   instead of the aiohttp pool the gateway ships with (``gateway/upstream_client.py``), through
   ``create_app``'s ``upstream_transport`` seam. It shows what that choice is worth.
+- ``nospool``: the writer without its crash spool (``GATEWAY_WRITER_SPOOL=false``), to
+  measure what the spool costs the hot path.
+- ``baseline``: no change, launched like the variants: the other side of a comparison
+  (``gateway serve`` migrates in a child process, a variant in the server).
 
 Nothing here is used by the product; results of a variant run say so in their notes.
 """
@@ -17,7 +21,7 @@ import logging
 import os
 from typing import Any
 
-VARIANTS = ("httpcore",)
+VARIANTS = ("httpcore", "nospool", "baseline")
 
 
 def app_factory() -> Any:
@@ -28,7 +32,7 @@ def app_factory() -> Any:
     from gateway.settings import load_settings
 
     chosen = set(filter(None, os.environ.get("BENCH_VARIANT", "").split(",")))
-    settings = load_settings()
+    settings = load_settings(**({"writer_spool": False} if "nospool" in chosen else {}))
     transport = None
     if "httpcore" in chosen:
         n = settings.upstream_max_connections

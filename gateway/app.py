@@ -35,6 +35,7 @@ from storage.accounts import AccountRepository
 from storage.engine import build_engine, session_factory
 from storage.history import HistoryStore
 from storage.jobs import JobStore
+from storage.spool import Spool
 from storage.writer import RequestWriter
 from webui import static_app
 
@@ -71,9 +72,13 @@ def create_app(settings: Settings, *,
         state.engine = build_engine(url, pool_size=settings.db_pool_size)
         sessions = session_factory(state.engine)
         state.sessions = sessions
+        spool = (Spool(settings.data_dir / "spool",
+                       sync_seconds=settings.writer_spool_fsync_ms / 1000)
+                 if settings.writer_spool else None)
         state.writer = RequestWriter(state.engine, queue_size=settings.writer_queue_size,
                                      batch_size=settings.writer_batch_size,
-                                     flush_seconds=settings.writer_flush_seconds)
+                                     flush_seconds=settings.writer_flush_seconds, spool=spool)
+        await state.writer.replay()  # rows of processes killed before their writer wrote them
         state.writer.start()
         state.redis = None
         if settings.redis_url:

@@ -142,6 +142,10 @@ class Settings(BaseSettings):
     writer_queue_size: int = Field(10_000, ge=1)
     writer_batch_size: int = Field(2000, ge=1)
     writer_flush_seconds: float = Field(0.2, gt=0)
+    # Crash safety: queued rows also go to a per-process file in data_dir/spool, written
+    # and fsynced by a thread at most this often, replayed by the next start.
+    writer_spool: bool = True
+    writer_spool_fsync_ms: int = Field(100, ge=1, le=10_000)
 
     openai_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("GATEWAY_OPENAI_API_KEY", "OPENAI_API_KEY",

@@ -95,6 +95,14 @@ class ChatCall:
         self._lease = decision.lease
         if self._lease is not None:
             self.svc.leases.hold(self._lease)
+        if self._record is None:  # legacy jobs have rows (and leases) of their own
+            self.svc.writer.begin({
+                "id": self.row_id, "user_id": self.principal.user_id,
+                "api_key_id": self.principal.api_key_id, "request_id": self.request_id,
+                "source": self.source, "model": self.target.public,
+                "provider": self.target.provider_name, "upstream_model": self.target.upstream,
+                "prompt": prompt_text(self.parsed.request.messages),
+                "created_at": self.created_at})
 
     def _upstream(self) -> tuple[ChatRequest, CallContext]:
         return (replace(self.parsed.request, model=self.target.upstream),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -25,6 +27,14 @@ def _row(user_id: uuid.UUID, i: int) -> dict:
             "tokens_estimated": False, "processing_time_ms": 5, "time_to_first_token_ms": 2,
             "error": None, "attempts": 1, "created_at": now, "started_at": now,
             "completed_at": now + timedelta(milliseconds=5), "updated_at": now}
+
+
+async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Yield to the loop until ``condition`` holds; fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.001)
 
 
 def test_big_and_small_batches_are_all_written(gateway: GatewayServer) -> None:
@@ -58,7 +68,7 @@ def test_a_full_queue_makes_calls_wait_not_drop(gateway: GatewayServer) -> None:
         writer = RequestWriter(gateway.state.engine, queue_size=5, backpressure_seconds=5)
         submits = [asyncio.ensure_future(writer.submit_request(_row(user_id, i)))
                    for i in range(8)]
-        await asyncio.sleep(0.05)
+        await until(lambda: writer._queue.full() and writer._waiting == 3)
         waiting = sum(not s.done() for s in submits)  # no writer yet: three wait for room
         writer.start()
         results = await asyncio.gather(*submits)
@@ -88,9 +98,9 @@ def test_a_backed_up_queue_is_written_in_whole_batches(gateway: GatewayServer) -
         statements: list[int] = []
         write = writer._write
 
-        async def spy(batch, rows_per_statement):
+        async def spy(batch, rows_per_statement, idempotent=False):
             statements.append(rows_per_statement or len(batch))
-            await write(batch, rows_per_statement)
+            await write(batch, rows_per_statement, idempotent)
 
         writer._write = spy  # type: ignore[method-assign]
         for i in range(350):
@@ -115,10 +125,10 @@ def test_calls_waiting_for_room_are_served_first_come_first_served(
         writer = RequestWriter(gateway.state.engine, queue_size=1, backpressure_seconds=5)
         await writer.submit_request(_row(user_id, 0))
         first = asyncio.ensure_future(writer.submit_request(_row(user_id, 1)))
-        await asyncio.sleep(0.01)  # waiting for room
+        await until(lambda: writer._waiting == 1)  # waiting for room
         writer._queue.get_nowait()  # the writer makes room; the waiter has not run yet
         second = asyncio.ensure_future(writer.submit_request(_row(user_id, 2)))
-        await asyncio.sleep(0.01)
+        await until(lambda: writer._queue.full())  # one of them took the room
         queued = writer._queue.get_nowait()[1]["request_id"]
         await asyncio.gather(first, second)
         return [queued, writer._queue.get_nowait()[1]["request_id"]]

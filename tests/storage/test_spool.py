@@ -1,0 +1,152 @@
+"""The writer's spool: replay is idempotent (twice, or after the rows were committed, counts
+once), calls the dead process never finished are stored as failed, a live process's spool
+is never replayed, a committed spool is emptied."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from storage.models import AuditLog, InferenceRequest, UsageDaily, utcnow
+from storage.spool import STOPPED, Spool, dead_spools
+from storage.writer import RequestWriter
+from tests.conftest import register
+from tests.servers import GatewayServer
+from tests.storage.test_unstorable import _audit
+from tests.storage.test_writer import _row, until
+
+
+def _spool_rows(directory: Path, items: list) -> int:
+    """Leave ``items`` in a spool as a killed process would: written, never committed."""
+    spool = Spool(directory, sync_seconds=0.01)
+    spool.open()
+    for item in items:
+        spool.append(item)
+    return spool.close()  # closing drops the lock, as the kernel does on kill
+
+
+def test_replay_stores_each_row_once_however_often_it_runs(gateway: GatewayServer,
+                                                            tmp_path: Path) -> None:
+    user_id = uuid.UUID(register(gateway.url).user_id)
+    engine = gateway.state.engine
+    rows = [_row(user_id, i) for i in range(1, 4)]
+    audit = _audit(user_id, 0)
+    items = [("request", r) for r in rows] + [("audit", audit)] + [
+        ("touch", {"id": uuid.uuid4(), "at": utcnow()})]
+    spool_dir = tmp_path / "spool"
+    assert _spool_rows(spool_dir, items) == len(items)
+    backup = tmp_path / "backup"
+    shutil.copytree(spool_dir, backup)
+
+    async def replay() -> int:
+        return await RequestWriter(engine, spool=Spool(spool_dir)).replay()
+
+    async def stored() -> tuple[int, int, int, int]:
+        async with engine.connect() as conn:
+            requests = await conn.scalar(sa.select(sa.func.count()).select_from(
+                InferenceRequest).where(InferenceRequest.user_id == user_id))
+            usage = (await conn.execute(sa.select(UsageDaily.requests, UsageDaily.failed)
+                                        .where(UsageDaily.user_id == user_id))).one()
+            audits = await conn.scalar(sa.select(sa.func.count()).select_from(AuditLog)
+                                       .where(AuditLog.id == audit["id"]))
+        return requests, usage.requests, usage.failed, audits
+
+    async def scenario() -> list[tuple]:
+        # The first row reached the database before the crash, the spool still has it.
+        writer = RequestWriter(engine)
+        writer.start()
+        assert writer._put("request", rows[0])
+        await writer.stop()
+        before = await stored()
+        first = await replay()
+        after_first = await stored()
+        assert not any(spool_dir.iterdir())  # replayed spools are removed
+        shutil.copytree(backup, spool_dir, dirs_exist_ok=True)
+        second = await replay()
+        return [before, first, after_first, second, await stored()]
+
+    before, first, after_first, second, after_second = gateway.run(scenario())
+    assert before == (1, 1, 0, 0)
+    assert first == second == 5  # every item read both times...
+    assert after_first == after_second == (3, 3, 0, 1)  # ...stored and counted once
+
+
+def _started(row: dict) -> dict:
+    keys = ("id", "user_id", "api_key_id", "request_id", "source", "model", "provider",
+            "upstream_model", "prompt", "created_at")
+    return {k: row[k] for k in keys}
+
+
+def test_replay_stores_calls_the_dead_process_never_finished_as_failed(
+        gateway: GatewayServer, tmp_path: Path) -> None:
+    user_id = uuid.UUID(register(gateway.url).user_id)
+    engine = gateway.state.engine
+    running, finished, committed = (_row(user_id, i) for i in (1, 2, 3))
+    spool_dir = tmp_path / "spool"
+    left = _spool_rows(spool_dir, [
+        ("started", _started(running)), ("started", _started(finished)),
+        ("started", _started(committed)), ("request", finished)])
+    assert left == 3  # finished's row, and two calls that never ended
+
+    async def scenario() -> tuple[int, dict, tuple]:
+        writer = RequestWriter(engine)
+        writer.start()
+        assert writer._put("request", committed)  # stored before the crash, not spooled
+        await writer.stop()
+        replayed = await RequestWriter(engine, spool=Spool(spool_dir)).replay()
+        async with engine.connect() as conn:
+            rows = {r.id: r for r in await conn.execute(
+                sa.select(InferenceRequest).where(InferenceRequest.user_id == user_id))}
+            usage = (await conn.execute(sa.select(UsageDaily.requests, UsageDaily.failed)
+                                        .where(UsageDaily.user_id == user_id))).one()
+        return replayed, rows, tuple(usage)
+
+    replayed, rows, usage = gateway.run(scenario())
+    assert replayed == 3  # finished's row, and running and committed as unfinished
+    assert len(rows) == 3 and usage == (3, 1)
+    lost = rows[running["id"]]
+    assert (lost.status, lost.error, lost.prompt, lost.request_id) == (
+        "failed", STOPPED, running["prompt"], running["request_id"])
+    assert rows[finished["id"]].status == rows[committed["id"]].status == "completed"
+    assert rows[committed["id"]].error is None
+
+
+def test_a_live_process_spool_is_never_replayed(tmp_path: Path) -> None:
+    live = Spool(tmp_path, sync_seconds=0.01)
+    live.open()
+    live.append(("request", {"id": str(uuid.uuid4())}))
+    assert list(dead_spools(tmp_path)) == []
+    live.close()
+    dead = list(dead_spools(tmp_path))
+    assert len(dead) == 1 and len(dead[0].items()) == 1
+    assert list(dead_spools(tmp_path)) == []  # locked by us while we replay it
+    dead[0].remove()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_spool_is_emptied_once_its_rows_are_committed(gateway: GatewayServer,
+                                                          tmp_path: Path) -> None:
+    user_id = uuid.UUID(register(gateway.url).user_id)
+    spool_dir = tmp_path / "spool"
+
+    def spooled_bytes() -> int:
+        return sum(p.stat().st_size for p in spool_dir.glob("*.jsonl"))
+
+    async def scenario() -> tuple[int, list[Path]]:
+        # The database writer waits 2 s for a batch, the spool syncs within 10 ms.
+        writer = RequestWriter(gateway.state.engine, flush_seconds=2,
+                               spool=Spool(spool_dir, sync_seconds=0.01))
+        writer.start()
+        for i in range(10):
+            assert writer._put("request", _row(user_id, i))
+        await until(lambda: spooled_bytes() > 0)  # on disk before the database has them
+        await writer.flush()
+        await until(lambda: spooled_bytes() == 0)  # truncated once committed
+        written = writer.stats.written
+        await writer.stop()
+        return written, list(spool_dir.iterdir())
+
+    assert gateway.run(scenario()) == (10, [])
