@@ -25,9 +25,9 @@ MIN_SECRET_LENGTH = 32
 DATA_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 OWN_FILES = frozenset({"gateway.db", "gateway.db-wal", "gateway.db-shm", "gateway.db-journal",
-                       ".jwt_secret", ".key_hash_secret"})
+                       ".jwt_secret", ".key_hash_secret", "spool"})
 """What the gateway keeps in the data directory: the embedded database (with SQLite's
-files beside it) and the generated secrets."""
+files beside it), the generated secrets and the writer's crash spool (storage/spool.py)."""
 
 log = logging.getLogger("gateway")
 
@@ -329,11 +329,13 @@ def prepare_data_dir(settings: Settings) -> Path:
         os.chmod(path, DATA_DIR_MODE)  # mkdir's mode went through the umask
     for name in OWN_FILES:
         try:
-            mode = stat.S_IMODE((path / name).stat().st_mode)
+            info = (path / name).stat()
         except FileNotFoundError:
             continue
+        mode = stat.S_IMODE(info.st_mode)
         if mode & 0o077:
-            _tighten(path / name, PRIVATE_FILE_MODE, mode)
+            private = DATA_DIR_MODE if stat.S_ISDIR(info.st_mode) else PRIVATE_FILE_MODE
+            _tighten(path / name, private, mode)
     return path
 
 

@@ -123,7 +123,9 @@ class Spool:
         self._thread: threading.Thread | None = None
 
     def open(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        # It holds prompts and answers: private, like the database, whatever the umask.
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.directory, 0o700)
         # Locked before it gets its name: a process starting beside us must never find our
         # lock file unlocked and take it for a dead process's.
         making = self.directory / f"{self._token}.lock.new"

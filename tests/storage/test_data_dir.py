@@ -68,6 +68,11 @@ def test_serve_on_a_fresh_data_dir_keeps_everything_private(tmp_path: Path) -> N
         assert {name: oct(mode(data / name)) for name in DATABASE_FILES + SECRET_FILES} == {
             name: oct(0o600) for name in DATABASE_FILES + SECRET_FILES}
         assert oct(mode(data)) == oct(0o700)
+        # The writer's crash spool holds prompts and answers: as private as the database.
+        spool = data / "spool"
+        assert oct(mode(spool)) == oct(0o700)
+        assert {f.name: oct(mode(f)) for f in spool.iterdir()} == {
+            f.name: oct(0o600) for f in spool.iterdir()}
         with closing(sqlite3.connect(data / "gateway.db")) as db:
             assert db.execute("SELECT count(*) FROM users").fetchone() == (1,)
     finally:
@@ -133,9 +138,12 @@ def test_the_default_data_dir_is_tightened_at_start_and_says_so(
 def test_a_pointed_at_dir_holding_only_our_files_is_tightened(tmp_path: Path) -> None:
     data = tmp_path / "var-lib-gateway"
     loose_data_dir(data, ".jwt_secret")
+    (data / "spool").mkdir(mode=0o755)
+    os.chmod(data / "spool", 0o755)
     prepare_data_dir(load_settings(data_dir=data))
     assert oct(mode(data)) == oct(0o700)
     assert oct(mode(data / ".jwt_secret")) == oct(0o600)
+    assert oct(mode(data / "spool")) == oct(0o700)  # a directory stays searchable
 
 
 def test_a_pointed_at_shared_dir_is_left_alone_with_a_warning(
