@@ -21,7 +21,6 @@ from providers.upstream import (
     HTTPStreamProvider,
     UpstreamCall,
     load_json,
-    map_transport_errors,
     upstream_headers,
 )
 
@@ -64,17 +63,7 @@ class OpenAIProvider(HTTPStreamProvider):
 
     async def list_models(self) -> list[ModelInfo]:
         """The upstream's ``GET /models`` (either list shape)."""
-        deadline = self.deadline()
-        try:
-            with map_transport_errors(self.config.name):
-                response = await self.send("GET", self._models_url, self._json_headers,
-                                           deadline=deadline)
-                try:
-                    raw = await self.read_json(response, deadline)
-                finally:
-                    await response.aclose()
-        finally:
-            deadline.cancel()
+        raw = await self.fetch_json("GET", self._models_url, self._json_headers)
         return parse_model_list(load_json(raw), self.config.name)
 
     def error_from_response(self, status: int, headers: Mapping[str, str],

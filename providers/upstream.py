@@ -197,14 +197,27 @@ class HTTPStreamProvider(ABC):
                                 extensions={"timeout": self._timeout})
         return await deadline.wait(self._transport.handle_async_request(request))
 
-    async def read_json(self, response: httpx.Response, deadline: Deadline) -> bytes:
-        """A whole JSON body within the caller's deadline and ``max_response_bytes``; an
-        error status raises its typed error (from the start of its body)."""
-        if response.status_code >= 400:
-            raw = await read_error_body(response, deadline, self.config.max_response_bytes)
-            raise self.error_from_response(response.status_code, response.headers, raw)
-        return await read_body(response, deadline, self.config.max_response_bytes,
-                               self.config.name)
+    async def fetch_json(self, method: str, url: httpx.URL, headers: HeaderList,
+                         content: bytes = b"") -> bytes:
+        """One request whose whole JSON body is read within the call's deadline and
+        ``max_response_bytes``; an error status raises its typed error (from the start of
+        its body)."""
+        deadline = self.deadline()
+        try:
+            with map_transport_errors(self.config.name):
+                response = await self.send(method, url, headers, content, deadline=deadline)
+                try:
+                    if response.status_code >= 400:
+                        raw = await read_error_body(response, deadline,
+                                                    self.config.max_response_bytes)
+                        raise self.error_from_response(response.status_code,
+                                                       response.headers, raw)
+                    return await read_body(response, deadline,
+                                           self.config.max_response_bytes, self.config.name)
+                finally:
+                    await response.aclose()
+        finally:
+            deadline.cancel()
 
     @abstractmethod
     def error_from_response(self, status: int, headers: Mapping[str, str],
@@ -235,17 +248,7 @@ class HTTPStreamProvider(ABC):
     async def complete_chat(self, req: ChatRequest, ctx: CallContext) -> list[Chunk]:
         """Ask for the whole answer in one body; the chunks ``stream_chat`` would yield."""
         call = self.prepare(req, ctx, stream=False)
-        deadline = self.deadline()
-        try:
-            with map_transport_errors(self.config.name):
-                response = await self.send("POST", call.url, call.headers,
-                                           orjson.dumps(call.body), deadline=deadline)
-                try:
-                    raw = await self.read_json(response, deadline)
-                finally:
-                    await response.aclose()
-        finally:
-            deadline.cancel()
+        raw = await self.fetch_json("POST", call.url, call.headers, orjson.dumps(call.body))
         name = self.config.name
         payload = load_json(raw)
         if not isinstance(payload, dict):
