@@ -95,7 +95,7 @@ def limited_key(gateway: Workers, **limits: int) -> str:
     subprocess.run([sys.executable, "-m", "gateway.cli", "set-plan", email, "enterprise"],
                    env=gateway.env, check=True, capture_output=True)
     status, body, _ = gateway.request("POST", "/auth/keys",
-                                      headers={"X-API-Key": body["apiKey"]},
+                                      headers={"Authorization": f"Bearer {body['token']}"},
                                       json_body={"name": "limited", "limits": limits})
     assert status == 201, body
     return body["key"]
