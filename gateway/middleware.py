@@ -35,6 +35,7 @@ _COMMON = (
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"content-security-policy", CSP.encode()),
 )
+NO_STORE_PREFIX = "/auth/"
 _TLS = (*_COMMON, (b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
 
 
@@ -57,9 +58,9 @@ def body_too_large(max_bytes: int) -> APIError:
 
 class Envelope:
     """Request id (a sane incoming ``x-request-id`` is honoured), the headers helmet sets
-    (no sniffing, no framing, no referrer, a CSP, HSTS under TLS), the body-size limit
-    (413 by Content-Length or while the body streams in), and dispatch: ``fast`` routes by
-    ``(method, path)``, the rest to ``app``."""
+    (no sniffing, no framing, no referrer, a CSP, HSTS under TLS; no-store under /auth/),
+    the body-size limit (413 by Content-Length or while the body streams in), and dispatch:
+    ``fast`` routes by ``(method, path)``, the rest to ``app``."""
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int, trust_forwarded: bool = False,
                  fast: Mapping[tuple[str, str], ASGIApp] | None = None) -> None:
@@ -99,6 +100,9 @@ class Envelope:
         rid = rid or self.request_ids()
         scope.setdefault("state", {})["request_id"] = rid
         extra = ((b"x-request-id", rid.encode()), *(_TLS if self._is_tls(scope) else _COMMON))
+        if scope["path"].startswith(NO_STORE_PREFIX):
+            # Tokens, keys and their errors (413s included) must never sit in a cache.
+            extra = (*extra, (b"cache-control", b"no-store"))
         started = False
 
         async def send_with_headers(message: Message) -> None:

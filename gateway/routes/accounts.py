@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
-from starlette.routing import Mount, Route, Router
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.requests import Request
+from starlette.routing import Route
 
 from gateway.audit import audit
 from gateway.auth.credentials import mask_key
 from gateway.auth.principal import Principal
-from gateway.errors import APIError, internal_error, invalid, not_found
+from gateway.errors import APIError, invalid, not_found
 from gateway.http import JSONResponse, client_ip, json_object
-from gateway.routing import MethodNotAllowed
 from storage.accounts import EmailTaken
 from storage.models import ApiKey, User
-
-log = logging.getLogger("gateway")
 
 
 def user_view(user: User) -> dict[str, Any]:
@@ -216,54 +210,12 @@ async def revoke_key(request: Request) -> JSONResponse:
     return JSONResponse(key_view(revoked))
 
 
-class NoStore:
-    """Every response under /auth (tokens, keys, errors) says ``Cache-Control: no-store``.
-
-    Errors are answered here, not by the app's handlers further out, so that they pass
-    through this layer too.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
-
-        async def send_no_store(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                message["headers"] = [*message.get("headers", ()), NO_STORE]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_no_store)
-        except ClientDisconnect:
-            raise
-        except Exception as exc:
-            if started:
-                raise
-            if isinstance(exc, APIError):
-                error = exc
-            elif isinstance(exc, HTTPException):  # the router's 404 and 405
-                error = APIError(exc.status_code, exc.detail or "error", headers=exc.headers)
-            else:
-                log.exception("unhandled error in %s %s", scope["method"], scope["path"])
-                error = internal_error()
-            await error.response()(scope, receive, send_no_store)
-
-
-NO_STORE = (b"cache-control", b"no-store")
-
-_auth = [
-    Route("/register", register, methods=["POST"]),
-    Route("/login", login, methods=["POST"]),
-    Route("/me", me, methods=["GET"]),
-    Route("/keys", list_keys, methods=["GET"]),
-    Route("/keys", create_key, methods=["POST"]),
-    Route("/keys/{key_id}/regenerate", regenerate_key, methods=["POST"]),
-    Route("/keys/{key_id}", revoke_key, methods=["DELETE"]),
+routes = [
+    Route("/auth/register", register, methods=["POST"]),
+    Route("/auth/login", login, methods=["POST"]),
+    Route("/auth/me", me, methods=["GET"]),
+    Route("/auth/keys", list_keys, methods=["GET"]),
+    Route("/auth/keys", create_key, methods=["POST"]),
+    Route("/auth/keys/{key_id}/regenerate", regenerate_key, methods=["POST"]),
+    Route("/auth/keys/{key_id}", revoke_key, methods=["DELETE"]),
 ]
-# The mount's own router answers wrong methods (with the real Allow list), so those 405s
-# pass through NoStore as well.
-routes = [Mount("/auth", app=NoStore(Router(routes=[*_auth, MethodNotAllowed(_auth)])))]
