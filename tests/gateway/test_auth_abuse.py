@@ -154,11 +154,14 @@ def test_every_auth_answer_says_no_store(server: GatewayServer) -> None:
                                headers={"content-type": "application/json"}),
         "unknown path": httpx.get(server.url + "/auth/nothing-here"),
         "wrong method": httpx.get(server.url + "/auth/login"),
+        "too large": httpx.post(server.url + "/auth/login",
+                                content=b" " * (server.state.settings.max_body_bytes + 1),
+                                headers={"content-type": "application/json"}),
     }
     expected = {"register": 201, "login": 200, "login 401": 401, "register 400": 400,
                 "register 409": 409, "me": 200, "me 401": 401, "keys": 200,
                 "create key": 201, "keys 403": 403, "bad json": 400, "unknown path": 404,
-                "wrong method": 405}
+                "wrong method": 405, "too large": 413}
     assert {name: r.status_code for name, r in answers.items()} == expected
     assert {name: r.headers.get("cache-control") for name, r in answers.items()} == dict.fromkeys(
         answers, "no-store")
