@@ -82,7 +82,8 @@ def error_from_anthropic_payload(upstream: str, payload: Any, *, status: int | N
     message = error.get("message")
     if not isinstance(message, str) or not message:
         message = kind if isinstance(kind, str) and kind else "unknown error"
-    return make_error(cls, upstream, message, retry_after=retry_after, upstream_status=status)
+    return make_error(cls, upstream, message, retry_after=retry_after, upstream_status=status,
+                      upstream_code=kind if isinstance(kind, str) and kind else None)
 
 
 def usage_from_anthropic(usage: Any) -> list[Chunk]:

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 
 class ProviderError(Exception):
-    """Base class: the upstream call failed. ``status`` is what the gateway answers with."""
+    """Base class: the upstream call failed. ``status`` is what the gateway answers with.
+
+    ``code`` is the gateway's own error code; ``upstream_code`` is what the upstream
+    called it (OpenAI's error ``code``, Anthropic's error ``type``), kept so retry and
+    fallback decisions can tell e.g. a context overflow from another 400."""
 
     status: int = 502
     type: str = "api_error"
     code: str | None = "upstream_error"
 
     def __init__(self, message: str, *, param: str | None = None,
-                 retry_after: float | None = None, upstream_status: int | None = None) -> None:
+                 retry_after: float | None = None, upstream_status: int | None = None,
+                 upstream_code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.retry_after = retry_after
         self.upstream_status = upstream_status
+        self.upstream_code = upstream_code
 
 
 class UpstreamAuthError(ProviderError):

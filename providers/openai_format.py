@@ -99,7 +99,10 @@ def error_from_openai_payload(upstream: str, payload: Any, *, status: int | None
     param = error.get("param")
     return make_error(cls, upstream, message,
                       param=param if isinstance(param, str) else None,
-                      retry_after=retry_after, upstream_status=status)
+                      retry_after=retry_after, upstream_status=status,
+                      # OpenAI's own codes are strings ("context_length_exceeded"); vLLM's
+                      # integer status in "code" was used above and is no code.
+                      upstream_code=code if isinstance(code, str) and code else None)
 
 
 def error_from_openai_response(upstream: str, status: int, headers: Mapping[str, str],

@@ -68,11 +68,13 @@ def error_class_for_status(status: int) -> type[ProviderError]:
 
 def make_error(cls: type[ProviderError], upstream: str, message: str, *,
                param: str | None = None, retry_after: float | None = None,
-               upstream_status: int | None = None) -> ProviderError:
+               upstream_status: int | None = None,
+               upstream_code: str | None = None) -> ProviderError:
     """Build a typed error whose message names the upstream and, for auth, how to fix it.
 
-    ``message`` and ``param`` may come from the upstream: they are cut short and cleaned
-    of control characters, since they reach API clients (and logs) verbatim."""
+    ``message``, ``param`` and ``upstream_code`` may come from the upstream: they are cut
+    short and cleaned of control characters, since they reach API clients (and logs,
+    stored rows) verbatim."""
     if cls is UpstreamAuthError:
         # Never relay the upstream's text: OpenAI echoes a fragment of the rejected key.
         message = (f"upstream {upstream!r} rejected the gateway's credentials; "
@@ -81,7 +83,10 @@ def make_error(cls: type[ProviderError], upstream: str, message: str, *,
         message = f"upstream {upstream!r}: {clean_text(message)}"
     if param is not None:
         param = clean_text(param, MAX_PARAM_CHARS)
-    return cls(message, param=param, retry_after=retry_after, upstream_status=upstream_status)
+    if upstream_code is not None:
+        upstream_code = clean_text(upstream_code, MAX_PARAM_CHARS)
+    return cls(message, param=param, retry_after=retry_after, upstream_status=upstream_status,
+               upstream_code=upstream_code)
 
 
 def unreadable_body(cls: type[ProviderError], upstream: str, what: str, raw: bytes, *,

@@ -134,6 +134,7 @@ async def test_in_stream_error_types(provider, upstream, replay, collect, error_
     with pytest.raises(cls) as info:
         await collect(provider, REQ)
     assert type(info.value) is cls
+    assert info.value.upstream_code == error_type
 
 
 @pytest.mark.parametrize(("status", "fixture", "headers", "cls", "retry_after"), [

@@ -60,8 +60,9 @@ ERROR_CASES = [
 
 def same_error(a: ProviderError, b: ProviderError) -> None:
     assert type(a) is type(b)
-    assert (a.message, a.param, a.retry_after, a.upstream_status, a.status, a.code) == (
-        b.message, b.param, b.retry_after, b.upstream_status, b.status, b.code)
+    assert (a.message, a.param, a.retry_after, a.upstream_status, a.status, a.code,
+            a.upstream_code) == (b.message, b.param, b.retry_after, b.upstream_status,
+                                 b.status, b.code, b.upstream_code)
 
 
 @pytest.mark.parametrize(("kind", "status", "recording", "headers", "cls", "param",
@@ -83,6 +84,48 @@ async def test_http_errors_are_typed_like_the_stream(providers, upstream, fixtur
     with pytest.raises(cls) as streamed:
         await collect(providers[kind], REQS[kind])
     same_error(error, streamed.value)
+
+
+@pytest.mark.parametrize(("kind", "status", "recording", "upstream_code"), [
+    ("openai", 400, "openai_error_context_length.json", "context_length_exceeded"),
+    ("openai", 400, "openai_error_400.json", "invalid_type"),
+    ("openai", 401, "openai_error_401.json", "invalid_api_key"),
+    ("openai", 404, "openai_error_404.json", "model_not_found"),
+    ("openai", 429, "openai_error_429.json", "rate_limit_exceeded"),
+    ("openai", 500, "openai_error_500.json", None),  # "code": null
+    ("anthropic", 400, "anthropic_error_prompt_too_long.json", "invalid_request_error"),
+    ("anthropic", 401, "anthropic_error_401.json", "authentication_error"),
+    ("anthropic", 429, "anthropic_error_429.json", "rate_limit_error"),
+    ("anthropic", 529, "anthropic_error_529.json", "overloaded_error"),
+    ("together", 404, "together_error_404.json", "model_not_available"),
+])
+async def test_the_upstreams_own_error_code_is_kept(providers, upstream, fixture_bytes,
+                                                    complete, collect, kind, status, recording,
+                                                    upstream_code) -> None:
+    """OpenAI's ``code`` and Anthropic's error ``type`` ride along next to the gateway's own
+    ``code``, which does not change (a context overflow is still a plain 400)."""
+    upstream.post(URLS[kind]).mock(side_effect=fresh(status, fixture_bytes(recording), JSON))
+    with pytest.raises(ProviderError) as whole:
+        await complete(providers[kind], REQS[kind])
+    assert whole.value.upstream_code == upstream_code
+    assert whole.value.upstream_status == status
+    with pytest.raises(ProviderError) as streamed:
+        await collect(providers[kind], REQS[kind])
+    same_error(whole.value, streamed.value)
+
+
+async def test_a_context_overflow_keeps_the_gateways_own_shape(providers, upstream,
+                                                               fixture_bytes, complete) -> None:
+    upstream.post(OPENAI_URL).mock(side_effect=fresh(
+        400, fixture_bytes("openai_error_context_length.json"), JSON))
+    with pytest.raises(UpstreamBadRequest) as info:
+        await complete(providers["openai"], REQS["openai"])
+    error = info.value
+    assert (error.status, error.type, error.code, error.param, error.upstream_code) == (
+        400, "invalid_request_error", None, "messages", "context_length_exceeded")
+    assert error.message == ("upstream 'openai': This model's maximum context length is 128000 "
+                             "tokens. However, your messages resulted in 204308 tokens. Please "
+                             "reduce the length of the messages.")
 
 
 @pytest.mark.parametrize(("kind", "recording", "relayed"), [

@@ -256,6 +256,9 @@ async def test_in_stream_error_event(provider, upstream, replay, collect, error,
     assert received == [TextDelta("par")]
     if cls is UpstreamBadRequest and error.get("param"):
         assert info.value.param == "tools"
+    # Only a string "code" is the upstream's own code (vLLM's 400 there is a status).
+    code = error.get("code")
+    assert info.value.upstream_code == (code if isinstance(code, str) else None)
 
 
 @pytest.mark.parametrize(("exc", "cls"), [
