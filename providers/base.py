@@ -76,10 +76,15 @@ class ChatRequest:
 
 @dataclass(frozen=True, slots=True)
 class CallContext:
-    """Per-call facts a provider may use (for headers and logs), never for routing."""
+    """Per-call facts a provider may use (for headers, logs and time limits), never for
+    routing.
+
+    ``deadline`` is an absolute ``time.monotonic()`` by which the whole call, every retry
+    included, must end: one attempt never runs past it, whatever its ``total_timeout``."""
 
     request_id: str
     user_id: str | None = None
+    deadline: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

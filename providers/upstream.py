@@ -10,6 +10,7 @@ one before the first byte. Every read is bounded in time (``total_timeout``) and
 from __future__ import annotations
 
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import aclosing, contextmanager
@@ -43,6 +44,10 @@ log = logging.getLogger(__name__)
 # httpx return the connection to the keep-alive pool instead of dropping it. Bounded so
 # an upstream that idles after [DONE] cannot delay the end of our stream.
 DRAIN_TIMEOUT = 0.5
+
+# An attempt whose call deadline has (nearly) passed still gets this long: it then fails
+# with UpstreamTimeout like any other attempt out of time, through the same path.
+MIN_ATTEMPT_SECONDS = 0.001
 
 HeaderList = list[tuple[str, str]]
 
@@ -143,6 +148,18 @@ def build_timeout(config: ProviderConfig) -> dict[str, float]:
                          write=config.read_timeout, pool=config.connect_timeout).as_dict()
 
 
+class CallDeadline(Deadline):
+    """A ``Deadline`` set by the call's own deadline rather than ``total_timeout``: its
+    error says so, since raising ``total_timeout`` would not help."""
+
+    __slots__ = ()
+
+    def __init__(self, seconds: float, upstream: str, read_timeout: float) -> None:
+        super().__init__(seconds, upstream, read_timeout)
+        self._message = (f"upstream {upstream!r} did not finish within the time left for "
+                         f"the call ({seconds:.3g} s)")
+
+
 class StreamParser(Protocol):
     """Turns upstream SSE events into chunks; one instance per call."""
 
@@ -185,9 +202,19 @@ class HTTPStreamProvider(ABC):
     async def aclose(self) -> None:  # noqa: B027  (a default, not an abstract hook)
         """Nothing to release: the shared transport belongs to the gateway."""
 
-    def deadline(self) -> Deadline:
-        """The time budget of one call (connect, first byte, whole body): start it first."""
-        return Deadline(self.config.total_timeout, self.config.name, self.config.read_timeout)
+    def deadline(self, ctx: CallContext | None) -> Deadline:
+        """The time budget of one attempt (connect, first byte, whole body): start it
+        first. ``total_timeout``, cut short by the call's own deadline when that comes
+        sooner (a retry must not outlive the call); no context (a model listing): the
+        ``total_timeout`` alone."""
+        seconds = self.config.total_timeout
+        if ctx is None or ctx.deadline is None:
+            return Deadline(seconds, self.config.name, self.config.read_timeout)
+        left = ctx.deadline - time.monotonic()
+        if left >= seconds:
+            return Deadline(seconds, self.config.name, self.config.read_timeout)
+        return CallDeadline(max(left, MIN_ATTEMPT_SECONDS), self.config.name,
+                            self.config.read_timeout)
 
     async def send(self, method: str, url: httpx.URL, headers: HeaderList,
                    content: bytes = b"", *, deadline: Deadline) -> httpx.Response:
@@ -203,11 +230,11 @@ class HTTPStreamProvider(ABC):
         return await deadline.wait(self._transport.handle_async_request(request))
 
     async def fetch_json(self, method: str, url: httpx.URL, headers: HeaderList,
-                         content: bytes = b"") -> bytes:
+                         content: bytes = b"", *, ctx: CallContext | None = None) -> bytes:
         """One request whose whole JSON body is read within the call's deadline and
         ``max_response_bytes``; an error status raises its typed error (from the start of
         its body)."""
-        deadline = self.deadline()
+        deadline = self.deadline(ctx)
         try:
             with map_transport_errors(self.config.name):
                 response = await self.send(method, url, headers, content, deadline=deadline)
@@ -253,7 +280,8 @@ class HTTPStreamProvider(ABC):
     async def complete_chat(self, req: ChatRequest, ctx: CallContext) -> list[Chunk]:
         """Ask for the whole answer in one body; the chunks ``stream_chat`` would yield."""
         call = self.prepare(req, ctx, stream=False)
-        raw = await self.fetch_json("POST", call.url, call.headers, orjson.dumps(call.body))
+        raw = await self.fetch_json("POST", call.url, call.headers, orjson.dumps(call.body),
+                                    ctx=ctx)
         name = self.config.name
         payload = load_json(raw)
         if not isinstance(payload, dict):
@@ -271,7 +299,7 @@ class HTTPStreamProvider(ABC):
         """Yield chunks as the upstream streams them; raise typed errors on failure."""
         call = self.prepare(req, ctx, stream=True)
         parser = self.stream_parser()
-        deadline = self.deadline()
+        deadline = self.deadline(ctx)
         try:
             with map_transport_errors(self.config.name):
                 response = await self.send("POST", call.url, call.headers,
