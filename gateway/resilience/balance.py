@@ -9,6 +9,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Literal
 
 from gateway.resilience.breaker import CircuitBreaker
@@ -16,6 +17,12 @@ from providers.base import Provider
 
 Strategy = Literal["weighted", "least-busy"]
 STRATEGIES: tuple[Strategy, ...] = ("weighted", "least-busy")
+
+# Sort keys over the tuples order() builds; the target itself is never compared (it has
+# no order), so equal keys keep their drawn order.
+_HEALTH_AND_RANK = itemgetter(0, 1)
+_HEALTH_LOAD_AND_TIE = itemgetter(0, 1, 2)
+_TARGET = itemgetter(-1)
 
 
 @dataclass(eq=False, slots=True)
@@ -49,7 +56,7 @@ class Deployment:
 class Balancer:
     """The order in which one call should try a route's targets."""
 
-    __slots__ = ("_inverse", "_only", "_rng", "_targets", "_weights", "strategy")
+    __slots__ = ("_by_inverse", "_only", "_rng", "_targets", "_weights", "strategy")
 
     def __init__(self, strategy: Strategy, targets: Sequence[tuple[Deployment, float]],
                  rng: random.Random | None = None) -> None:
@@ -65,7 +72,9 @@ class Balancer:
         self.strategy = strategy
         self._targets = tuple(target for target, _ in targets)
         self._weights = tuple(float(weight) for _, weight in targets)
-        self._inverse = tuple(1.0 / weight for weight in self._weights)
+        self._by_inverse = tuple((target, 1.0 / weight)
+                                 for target, weight in zip(self._targets, self._weights,
+                                                           strict=True))
         self._only = self._targets[0] if len(self._targets) == 1 else None
         self._rng = rng or random.Random()
 
@@ -80,24 +89,21 @@ class Balancer:
         if self._only is not None:
             return [self._only]  # the common case, on every request: nothing to draw
         rand = self._rng.random
+        # One sort over (health, rank, target) tuples: each breaker is asked once (its
+        # state may change with the clock between asks), and closed ones sort first.
         if self.strategy == "weighted":
             # Efraimidis-Spirakis: sorting by u ** (1 / w) descending is weighted sampling
             # without replacement, so the first pick lands on each target in proportion
             # to its weight and the rest keep the same odds among themselves.
-            keys = [rand() ** inverse for inverse in self._inverse]
-            ranked = sorted(range(len(keys)), key=keys.__getitem__, reverse=True)
-            ordered = [self._targets[i] for i in ranked]
+            keyed = [(target.breaker.state == "closed", rand() ** inverse, target)
+                     for target, inverse in self._by_inverse]
+            keyed.sort(key=_HEALTH_AND_RANK, reverse=True)
         else:
             # Fewest calls in flight first; a random tie-break spreads equal ones.
-            ordered = sorted(self._targets, key=lambda t: (t.in_flight, rand()))
-        # Each breaker is asked once: its state may change with the clock between asks.
-        closed: list[Deployment] = []
-        other: list[Deployment] = []
-        for target in ordered:
-            (closed if target.breaker.state == "closed" else other).append(target)
-        if other:
-            closed.extend(other)
-        return closed
+            keyed = [(target.breaker.state != "closed", target.in_flight, rand(), target)
+                     for target in self._targets]
+            keyed.sort(key=_HEALTH_LOAD_AND_TIE)
+        return list(map(_TARGET, keyed))
 
     def snapshot(self) -> dict[str, Any]:
         """The strategy and each target with its weight, JSON-ready."""
