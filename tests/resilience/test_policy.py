@@ -156,6 +156,14 @@ def test_anthropics_recorded_overload_and_rate_limit() -> None:
     too_long = anthropic_http(400, "anthropic_error_prompt_too_long.json")
     assert (retryable(too_long), breaker_failure(too_long)) == (False, False)
     assert context_overflow(too_long)
+    # Input plus max_tokens over the window: a larger-context model would take it too.
+    over = error_from_anthropic_payload("claude", {"type": "error", "error": {
+        "type": "invalid_request_error",
+        "message": "input length and `max_tokens` exceed context limit: 189136 + 20000 > "
+                   "204648, decrease input length or `max_tokens` and try again"}}, status=400)
+    assert over is not None and context_overflow(over)
+    other = anthropic_http(400, "anthropic_error_400.json")  # max_tokens over the model's cap
+    assert not context_overflow(other)
 
 
 @pytest.mark.parametrize(("status", "body", "overflow"), [
