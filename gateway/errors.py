@@ -64,22 +64,34 @@ def model_not_found(model: str) -> APIError:
                     param="model", code="model_not_found")
 
 
-def from_provider(exc: ProviderError) -> APIError:
-    """Map a typed upstream error to the status and body the caller gets.
+def retry_headers(seconds: float) -> dict[str, str]:
+    """``retry-after`` and ``retry-after-ms`` for a wait of ``seconds``: whole seconds
+    rounded up and at least 1 ("0" invites an instant retry storm), milliseconds rounded
+    up. The one place every 429 and 503 of the gateway gets them from."""
+    seconds = max(seconds, 0.001)
+    return {"retry-after": str(max(1, math.ceil(seconds))),
+            "retry-after-ms": str(math.ceil(seconds * 1000))}
+
+
+def limiter_unavailable(headers: Mapping[str, str] | None = None) -> APIError:
+    """The limiter's backend is down and it fails closed: a 503, not the caller's fault."""
+    return APIError(503, "Rate limiting is unavailable right now; try again shortly.",
+                    type="api_error", code="rate_limiter_unavailable", headers=headers)
+
+
+def from_provider(exc: ProviderError, headers: Mapping[str, str] | None = None) -> APIError:
+    """Map a typed upstream error to the status and body the caller gets (with
+    ``headers`` added), in the HTTP answer and inside a stream alike.
 
     ``retry_after`` is clamped again here: a third-party provider plugin may set any
     float, and NaN or infinity must not turn a 429 into a 500."""
-    headers = {}
-    wait = None
+    out = dict(headers or {})
     if isinstance(exc.retry_after, int | float):
         wait = clamp_seconds(float(exc.retry_after))
-    if wait is not None:
-        # Whole seconds rounded up (at least 1: "0" invites an instant retry storm);
-        # milliseconds as precise as the upstream said.
-        headers["retry-after"] = str(max(1, math.ceil(wait)))
-        headers["retry-after-ms"] = str(round(wait * 1000))
+        if wait is not None:
+            out.update(retry_headers(wait))
     return APIError(exc.status, exc.message, type=exc.type, param=exc.param, code=exc.code,
-                    headers=headers)
+                    headers=out)
 
 
 async def handle_api_error(_request: Request, exc: Exception) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from gateway.auth.principal import Principal
-from gateway.errors import APIError
+from gateway.errors import APIError, limiter_unavailable, retry_headers
 from gateway.ratelimit.base import Decision, Limits, WindowState
 
 
@@ -52,12 +52,10 @@ def rate_limit_headers(decision: Decision) -> dict[str, str]:
 def rejection(decision: Decision, headers: dict[str, str]) -> APIError:
     """The 429 (or 503 when the limiter is down and fails closed) for a refused call."""
     wait = max(decision.retry_after, 0.001)
-    retry = {**headers, "retry-after": str(max(1, math.ceil(wait))),
-             "retry-after-ms": str(math.ceil(wait * 1000))}
+    retry = {**headers, **retry_headers(wait)}
     kind = decision.limit_type
     if kind == "unavailable":
-        return APIError(503, "Rate limiting is unavailable right now; try again shortly.",
-                        type="api_error", code="rate_limiter_unavailable", headers=retry)
+        return limiter_unavailable(retry)
     if kind == "concurrent":
         message = (f"Too many concurrent requests: your plan allows "
                    f"{decision.concurrent_limit} at a time. Retry when one finishes.")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from gateway.errors import APIError
+from gateway.errors import APIError, retry_headers
 from gateway.ratelimit import RateLimiter
 
 DELAY_LEVELS = 4
@@ -27,10 +27,9 @@ DELAY_LEVELS = 4
 
 def too_many(message: str, code: str, retry_after: float) -> APIError:
     """A 429 in OpenAI's shape that says when to come back."""
-    wait = max(1, round(retry_after))
-    return APIError(429, message.format(wait=wait), code=code,
-                    headers={"retry-after": str(wait),
-                             "retry-after-ms": str(max(1, int(retry_after * 1000)))})
+    headers = retry_headers(retry_after)
+    return APIError(429, message.format(wait=headers["retry-after"]), code=code,
+                    headers=headers)
 
 
 class AuthThrottle:

@@ -14,8 +14,6 @@ from gateway.ratelimit.base import (
 
 logger = logging.getLogger("gateway.ratelimit")
 
-UNAVAILABLE_MESSAGE = "Rate limiting is temporarily unavailable; retry shortly."
-
 
 class BackendGuard:
     """Counts backend failures, logs each outage once, and shapes degraded decisions."""
@@ -59,8 +57,7 @@ class BackendGuard:
                             lease=Lease(subject, slot_id, estimated))
         self.failed_closed += 1
         return Decision(False, requests, tokens, limits.concurrent_requests, 0,
-                        limit_type="unavailable", retry_after=UNAVAILABLE_RETRY_AFTER,
-                        message=UNAVAILABLE_MESSAGE)
+                        limit_type="unavailable", retry_after=UNAVAILABLE_RETRY_AFTER)
 
     def hit(self) -> tuple[bool, float]:
         """The ``hit`` answer while the backend is down."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.routing import Route
 
-from gateway.errors import APIError
+from gateway.errors import limiter_unavailable
 from gateway.http import JSONResponse
 from gateway.limits import limits_for, rate_limit_headers
 from gateway.ratelimit.base import Decision, RateLimiterUnavailable, WindowState
@@ -23,8 +23,7 @@ async def rate_limit(request: Request) -> JSONResponse:
     try:
         status = await state.limiter.status(principal.subject, limits)
     except RateLimiterUnavailable:
-        raise APIError(503, "Rate limiting is unavailable right now; try again shortly.",
-                       type="api_error", code="rate_limiter_unavailable") from None
+        raise limiter_unavailable() from None
     headers = rate_limit_headers(Decision(
         allowed=True, requests=status.requests, tokens=status.tokens,
         concurrent_limit=status.concurrent_limit, concurrent_in_use=status.concurrent_in_use))
