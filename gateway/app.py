@@ -6,12 +6,11 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
@@ -19,11 +18,12 @@ from gateway.auth.credentials import ApiKeyHasher, JwtCodec, PasswordHasher
 from gateway.auth.principal import Authenticator
 from gateway.auth.throttle import AuthThrottle
 from gateway.catalog import ModelCatalog
-from gateway.chat.call import CallServices
+from gateway.chat.call import ATTEMPTS_HEADER, SERVED_BY_HEADER, CallServices
 from gateway.errors import APIError, handle_api_error, handle_http_exception, handle_unexpected
 from gateway.jobs import JobRunner
-from gateway.middleware import Envelope
+from gateway.middleware import Envelope, FastRoutes
 from gateway.ratelimit import LeaseRenewer, build_limiter, choose_backend
+from gateway.resilience.router import Router
 from gateway.routes import accounts, chat, health, history, legacy, limits
 from gateway.routing import MethodNotAllowed
 from gateway.settings import Settings, ensure_secrets, prepare_data_dir
@@ -54,8 +54,10 @@ def provider_configs(settings: Settings) -> list[ProviderConfig]:
 
 
 def create_app(settings: Settings, *,
-               upstream_transport: httpx.AsyncBaseTransport | None = None) -> Envelope:
-    """Build the ASGI app; ``upstream_transport`` replaces the upstream pool (bench, tests)."""
+               upstream_transport: httpx.AsyncBaseTransport | None = None,
+               clock: Callable[[], float] = time.monotonic) -> Envelope:
+    """Build the ASGI app; ``upstream_transport`` replaces the upstream pool (bench, tests),
+    ``clock`` the monotonic clock of the circuit breakers (tests)."""
     settings = ensure_secrets(settings)
 
     @contextlib.asynccontextmanager
@@ -116,14 +118,17 @@ def create_app(settings: Settings, *,
         state.providers.build(provider_configs(settings), state.http)
         live = {name: state.providers.get(name) for name in state.providers.names()}
         state.catalog = ModelCatalog(settings.model_routes(), live,
-                                     settings.provider_settings(), created=int(time.time()))
+                                     settings.provider_settings(), created=int(time.time()),
+                                     clock=clock)
         state.tokens = TokenCounter()
         state.leases = LeaseRenewer(state.limiter,
                                     interval=settings.rate_limit_lease_seconds / 3)
         state.leases.start()
+        router = Router(state.catalog, backoff_base=settings.retry_backoff_base_seconds,
+                        backoff_cap=settings.retry_backoff_max_seconds)
         state.call_services = CallServices(limiter=state.limiter, leases=state.leases,
-                                           writer=state.writer,
-                                           tokens=state.tokens,
+                                           writer=state.writer, tokens=state.tokens,
+                                           router=router,
                                            default_max_tokens=settings.default_max_tokens_estimate)
         state.history = HistoryStore(state.engine)
         state.jobs = JobRunner(JobStore(state.engine), state.call_services, state.catalog,
@@ -153,33 +158,31 @@ def create_app(settings: Settings, *,
                 await state.redis.aclose()
             await state.engine.dispose()
 
-    cors = cors_layer(settings)
     api = [*health.routes, *accounts.routes, *chat.routes, *limits.routes,
            *legacy.routes, *history.routes]
     # The UI mounted at / matches every path: a wrong method on an API path must be a 405
     # (gateway/routing.py) before it gets there.
-    routes = [*api, MethodNotAllowed(api), static_app.mount()]
+    routes = [*api, MethodNotAllowed(api, fast=chat.FAST), static_app.mount()]
     app = Starlette(
-        routes=routes, middleware=[cors] if cors else [], lifespan=lifespan,
+        routes=routes, lifespan=lifespan,
         exception_handlers={APIError: handle_api_error, HTTPException: handle_http_exception,
                             Exception: handle_unexpected})
-    hot: ASGIApp = chat.endpoint
-    if cors:
-        hot = cors.cls(hot, *cors.args, **cors.kwargs)
-    return Envelope(app, max_body_bytes=settings.max_body_bytes,
-                    trust_forwarded=settings.trust_forwarded,
-                    fast={("POST", "/v1/chat/completions"): hot})
+    # One dispatch (the hot routes, then the router), under one CORS layer for all routes.
+    routed: ASGIApp = FastRoutes(app, chat.FAST)
+    if settings.cors_origins:
+        routed = cors_layer(routed, settings.cors_origins)
+    return Envelope(routed, state=app.state, max_body_bytes=settings.max_body_bytes,
+                    trust_forwarded=settings.trust_forwarded)
 
 
-def cors_layer(settings: Settings) -> Middleware | None:
+def cors_layer(app: ASGIApp, origins: list[str]) -> ASGIApp:
     """CORS only when origins are configured: no layer at all (and no cost) otherwise."""
-    if not settings.cors_origins:
-        return None
-    return Middleware(
-        CORSMiddleware, allow_origins=settings.cors_origins,
+    return CORSMiddleware(
+        app, allow_origins=origins,
         allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
         allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
-        expose_headers=["x-request-id", "retry-after", "retry-after-ms",
+        expose_headers=["x-request-id", "retry-after", "retry-after-ms", ATTEMPTS_HEADER,
+                        SERVED_BY_HEADER,
                         "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
                         "x-ratelimit-reset-requests", "x-ratelimit-limit-tokens",
                         "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"])

@@ -27,7 +27,7 @@ import socket
 import time
 import uuid
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.auth.principal import Principal, principal_from_rows
@@ -43,6 +43,7 @@ from providers.errors import (
     UpstreamUnavailable,
 )
 from storage.jobs import Job, JobStore
+from storage.records import CallRecord
 
 log = logging.getLogger("gateway.jobs")
 
@@ -58,15 +59,22 @@ class Outcome:
     """How one attempt ended. ``busy``: the limiter refused it; nothing was called."""
 
     status: str  # completed | failed | cancelled | busy
-    row: dict[str, Any] | None = None  # ChatCall's final row, when a call was made
+    row: CallRecord | None = None  # ChatCall's final record, when a call was made
     error: str | None = None
     transient: bool = False
     retry_after: float | None = None
 
+    @classmethod
+    def of(cls, run: Running, *, transient: bool = False,
+           retry_after: float | None = None) -> Outcome:
+        """The outcome the call itself recorded (its status, its error)."""
+        assert run.row is not None
+        return cls(run.row.status, run.row, run.row.error, transient, retry_after)
+
     def values(self) -> dict[str, Any]:
         """What the final write stores."""
         if self.row is not None:
-            return {**self.row, "status": self.status}
+            return {**self.row.values(), "status": self.status}
         return {"status": self.status, "error": self.error}
 
 
@@ -76,14 +84,14 @@ class Running:
     def __init__(self, job: Job) -> None:
         self.job = job
         self.call: ChatCall | None = None
-        self.row: dict[str, Any] | None = None
+        self.row: CallRecord | None = None
         self.task: asyncio.Task[Any] | None = None
         self.stop_reason: str | None = None  # cancelled | shutdown | lost
         self.called = False  # the upstream was called: an interrupted attempt counts
 
-    async def capture(self, row: dict[str, Any]) -> None:
-        """ChatCall's ``record``: keep the row; the worker writes it, fenced, afterwards."""
-        self.row = row
+    async def capture(self, record: CallRecord) -> None:
+        """ChatCall's ``store``: keep the record; the worker writes it, fenced, afterwards."""
+        self.row = record
 
     def stop(self, reason: str) -> None:
         """Stop the running attempt once; the first reason wins."""
@@ -288,7 +296,7 @@ class JobRunner:
             return
         if not requeued:  # the user cancelled it meanwhile: record that, and what was produced
             error = "Cancelled by the user."
-            row = None if outcome.row is None else {**outcome.row, "error": error}
+            row = None if outcome.row is None else replace(outcome.row, error=error)
             # An attempt that never called the upstream (the limiter held it back) is not one.
             await self._finish(run, Outcome("cancelled", row, error),
                                attempts=None if run.called else job.attempts - 1)
@@ -338,10 +346,10 @@ class JobRunner:
         job = run.job
         try:
             principal = await self._principal(job)
-            target = self._catalog.resolve(job.model, principal)
-            call = ChatCall(self._services, principal, target, parse_chat(job.body()),
+            route = self._catalog.resolve(job.model, principal)
+            call = ChatCall(self._services, principal, route, parse_chat(job.body()),
                             source="legacy", request_id=job.request_id or f"job_{job.id.hex}",
-                            row_id=job.id, record=run.capture)
+                            row_id=job.id, store=run.capture)
         except APIError as exc:
             return Outcome("failed", error=exc.message)
         except asyncio.CancelledError:
@@ -354,28 +362,30 @@ class JobRunner:
                 return Outcome("busy", retry_after=_retry_after(exc.headers))
             return Outcome("failed", error=exc.message)
         except asyncio.CancelledError:
-            await call.close("cancelled")
-            return Outcome("cancelled", run.row)
+            await call.finish()
+            return Outcome.of(run)
         try:
             run.called = True
             await call.open()
-            async for _ in call.rest():
+            async for _ in call.relay():
                 pass
         except ProviderError as exc:  # mid-stream
-            await call.close("failed", exc.message)
-            return Outcome("failed", run.row, exc.message, isinstance(exc, TRANSIENT),
-                           exc.retry_after)
-        except APIError as exc:  # from open(), which already closed the call as failed
+            await call.finish()
+            return Outcome.of(run, transient=isinstance(exc, TRANSIENT),
+                              retry_after=exc.retry_after)
+        except APIError as exc:  # from open(), which already finished the call as failed
             cause = exc.__cause__
-            return Outcome("failed", run.row, exc.message, isinstance(cause, TRANSIENT),
-                           getattr(cause, "retry_after", None))
+            if cause is None:  # every target paused by its breaker: try again after it
+                return Outcome.of(run, transient=True, retry_after=_retry_after(exc.headers))
+            return Outcome.of(run, transient=isinstance(cause, TRANSIENT),
+                              retry_after=getattr(cause, "retry_after", None))
         except asyncio.CancelledError:
-            await call.close("cancelled")
-            return Outcome("cancelled", run.row)
+            await call.finish()
+            return Outcome.of(run)
         except Exception as exc:
             log.exception("job %s: the call failed unexpectedly", job.id)
-            await call.close("failed", f"internal error: {type(exc).__name__}")
+            call.fail(f"internal error: {type(exc).__name__}")
+            await call.finish()
             return Outcome("failed", run.row, "The gateway hit an internal error.")
-        await call.close("completed")
-        return Outcome("completed", run.row)
-
+        await call.finish()
+        return Outcome.of(run)

@@ -1,27 +1,25 @@
-"""The outermost ASGI layer: what every response carries, the body limit, the hot route.
+"""The ASGI layers around the Starlette app: what every response carries, the body limit,
+and the dispatch of the hot route.
 
-One pure-ASGI wrapper instead of a middleware stack: each layer of coroutines is walked
+Pure-ASGI wrappers instead of a middleware stack: each layer of coroutines is walked
 again every time a request resumes (each upstream read, each streamed event), and on the
 one route that carries the traffic, ``POST /v1/chat/completions``, Starlette's router and
 exception wrappers cost more than the route's own work (see bench/README.md). That route
-is therefore called directly; every other request goes through the Starlette app.
+is therefore called directly (``FastRoutes``) and answers its own errors; every other
+request goes through the Starlette app.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 import secrets
 from collections.abc import Mapping
 from itertools import count
 from typing import Any
 
-from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import APIError, internal_error
-
-log = logging.getLogger("gateway")
+from gateway.errors import APIError
 
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 
@@ -56,24 +54,36 @@ def body_too_large(max_bytes: int) -> APIError:
                     code="request_too_large")
 
 
+class FastRoutes:
+    """Sends the ``(method, path)`` pairs of ``fast`` straight to their endpoint (which
+    answers its own errors), everything else to the Starlette ``app``."""
+
+    def __init__(self, app: ASGIApp, fast: Mapping[tuple[str, str], ASGIApp]) -> None:
+        self.app = app
+        self.fast = dict(fast)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            endpoint = self.fast.get((scope["method"], scope["path"]))
+            if endpoint is not None:
+                scope["app"] = self.app  # what Request.app reads: the state lives there
+                await endpoint(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class Envelope:
     """Request id (a sane incoming ``x-request-id`` is honoured), the headers helmet sets
     (no sniffing, no framing, no referrer, a CSP, HSTS under TLS; no-store under /auth/),
-    the body-size limit (413 by Content-Length or while the body streams in), and dispatch:
-    ``fast`` routes by ``(method, path)``, the rest to ``app``."""
+    and the body-size limit (413 by Content-Length or while the body streams in)."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, trust_forwarded: bool = False,
-                 fast: Mapping[tuple[str, str], ASGIApp] | None = None) -> None:
+    def __init__(self, app: ASGIApp, *, state: Any, max_body_bytes: int,
+                 trust_forwarded: bool = False) -> None:
         self.app = app
+        self.state = state  # the Starlette app's state (the lifespan's long-lived objects)
         self.max_body_bytes = max_body_bytes
         self.trust_forwarded = trust_forwarded
-        self.fast = dict(fast or {})
         self.request_ids = RequestIds()
-
-    @property
-    def state(self) -> Any:
-        """The Starlette app's state (the lifespan's long-lived objects)."""
-        return self.app.state  # type: ignore[attr-defined]
 
     def _is_tls(self, scope: Scope) -> bool:
         if scope.get("scheme") == "https":
@@ -103,12 +113,9 @@ class Envelope:
         if scope["path"].startswith(NO_STORE_PREFIX):
             # Tokens, keys and their errors (413s included) must never sit in a cache.
             extra = (*extra, (b"cache-control", b"no-store"))
-        started = False
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal started
             if message["type"] == "http.response.start":
-                started = True
                 message["headers"] = [*message.get("headers", ()), *extra]
             await send(message)
 
@@ -128,17 +135,4 @@ class Envelope:
                     raise body_too_large(limit)
             return message
 
-        endpoint = self.fast.get((scope["method"], scope["path"]))
-        if endpoint is None:
-            await self.app(scope, limited_receive, send_with_headers)
-            return
-        scope["app"] = self.app
-        try:
-            await endpoint(scope, limited_receive, send_with_headers)
-        except ClientDisconnect:
-            return  # gone while sending its body: nobody to answer, nothing went wrong
-        except Exception:
-            if started:
-                raise
-            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
-            await internal_error().response()(scope, receive, send_with_headers)
+        await self.app(scope, limited_receive, send_with_headers)

@@ -9,7 +9,7 @@ all when a later route matches every path: the static UI mounted at ``/`` then a
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from starlette.routing import BaseRoute, Match, Route, get_route_path
 from starlette.types import Receive, Scope, Send
@@ -21,11 +21,16 @@ class MethodNotAllowed(BaseRoute):
     """Matches any request whose path an API route serves (with other methods: the routes
     before it took the rest) and answers 405 naming every method served there."""
 
-    def __init__(self, routes: Sequence[BaseRoute]) -> None:
+    def __init__(self, routes: Sequence[BaseRoute],
+                 fast: Iterable[tuple[str, str]] = ()) -> None:
+        """``fast``: the ``(method, path)`` pairs served ahead of the router
+        (``gateway.middleware.FastRoutes``)."""
         self._paths: list[tuple[re.Pattern[str], list[str]]] = []
         for route in routes:
             if isinstance(route, Route) and route.methods:
                 self._paths.append((route.path_regex, _ordered(route.methods)))
+        for method, path in fast:
+            self._paths.append((re.compile("^" + re.escape(path) + "$"), [method]))
 
     def allowed(self, path: str) -> list[str]:
         """Every method some route serves ``path`` with, in declaration order."""

@@ -51,6 +51,11 @@ class ProviderSettings(BaseModel):
     options: dict[str, Any] = {}
     models: dict[str, str] | list[str] = []
     owned_by: str | None = None
+    # Resilience (gateway/resilience/): retries of one target before the first byte, and
+    # its circuit breaker (per target, per process).
+    max_retries: int = Field(2, ge=0, le=10)
+    breaker_failures: int = Field(5, ge=1)
+    breaker_cooldown_seconds: float = Field(30.0, gt=0)
 
     def model_map(self) -> dict[str, str]:
         if isinstance(self.models, list):
@@ -58,12 +63,41 @@ class ProviderSettings(BaseModel):
         return dict(self.models)
 
 
-class ModelRoute(BaseModel):
-    """A public model name served by ``provider`` as ``upstream``."""
+class RouteTarget(BaseModel):
+    """One deployment of a balanced model: ``provider`` serving it as ``upstream``."""
 
     provider: str
     upstream: str
+    weight: float = Field(1.0, gt=0)
+
+
+class ModelRoute(BaseModel):
+    """A public model name served by ``provider`` as ``upstream``, or balanced over
+    ``targets``; ``fallbacks`` (and ``context_fallbacks``, for prompts too long for it)
+    are other public model names tried in order when it fails."""
+
+    provider: str | None = None
+    upstream: str | None = None
+    targets: list[RouteTarget] = []
+    strategy: Literal["weighted", "least-busy"] = "weighted"
+    fallbacks: list[str] = []
+    context_fallbacks: list[str] = []
     aliases: list[str] = []
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ModelRoute:
+        single = self.provider is not None or self.upstream is not None
+        if single and self.targets:
+            raise ValueError("give either provider and upstream, or targets, not both")
+        if not self.targets and (self.provider is None or self.upstream is None):
+            raise ValueError("a route needs provider and upstream (or targets)")
+        return self
+
+    def target_list(self) -> list[RouteTarget]:
+        if self.targets:
+            return list(self.targets)
+        assert self.provider is not None and self.upstream is not None
+        return [RouteTarget(provider=self.provider, upstream=self.upstream)]
 
 
 # The seed's models, each enabled only when its provider has a key.
@@ -161,6 +195,10 @@ class Settings(BaseSettings):
     providers: dict[str, ProviderSettings] = {}
     models: dict[str, ModelRoute] = {}
     upstream_max_connections: int = Field(10_000, ge=1)
+    # Retries back off exponentially with full jitter: a random wait up to base * 2^n,
+    # never more than the cap; an upstream's retry-after above the cap is not waited for.
+    retry_backoff_base_seconds: float = Field(0.25, gt=0)
+    retry_backoff_max_seconds: float = Field(8.0, gt=0)
 
     jobs_enabled: bool = True
     job_workers: int = Field(4, ge=0)
@@ -177,9 +215,17 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        known = self._known_models()
         for name, route in self.models.items():
-            if route.provider not in self.providers and route.provider not in DEFAULT_PROVIDERS:
-                raise ValueError(f"models.{name}.provider: unknown provider {route.provider!r}")
+            for target in route.target_list():
+                if (target.provider not in self.providers
+                        and target.provider not in DEFAULT_PROVIDERS):
+                    raise ValueError(f"models.{name}: unknown provider {target.provider!r}")
+            for field in ("fallbacks", "context_fallbacks"):
+                for other in getattr(route, field):
+                    if other == name or other not in known:
+                        raise ValueError(f"models.{name}.{field}: {other!r} is not another "
+                                         "configured model")
         if self.rate_limit_backend == "redis" and not self.redis_url:
             raise ValueError("rate_limit_backend is 'redis' but REDIS_URL is not set")
         if self.env == "production":
@@ -191,6 +237,16 @@ class Settings(BaseSettings):
                         f"{MIN_SECRET_LENGTH} random characters (python -c 'import secrets; "
                         f"print(secrets.token_urlsafe(48))')")
         return self
+
+    def _known_models(self) -> set[str]:
+        """Every public model name the configuration can give (enabled or not)."""
+        names = {DEMO_MODEL, *self.models}
+        for route in self.models.values():
+            names.update(route.aliases)
+        for spec in (*DEFAULT_PROVIDERS.values(), *self.providers.values()):
+            models = spec["models"] if isinstance(spec, dict) else spec.models
+            names.update(models)
+        return names
 
     @property
     def effective_database_url(self) -> str:
@@ -238,8 +294,12 @@ class Settings(BaseSettings):
             for public, upstream in spec.model_map().items():
                 routes[public] = ModelRoute(provider=pname, upstream=upstream)
         for public, route in self.models.items():
-            if route.provider in providers:
+            # A balanced route keeps the targets whose provider is enabled (has its key).
+            targets = [t for t in route.target_list() if t.provider in providers]
+            if len(targets) == len(route.target_list()):
                 routes[public] = route
+            elif targets:
+                routes[public] = route.model_copy(update={"targets": targets})
         for route in list(routes.values()):
             for alias in route.aliases:
                 routes.setdefault(alias, route)

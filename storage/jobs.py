@@ -29,6 +29,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import ApiKey, InferenceRequest, SubscriptionPlan, User, utcnow
+from storage.records import CallRecord
 from storage.writer import usage_upserts
 
 T = InferenceRequest.__table__
@@ -38,7 +39,8 @@ CLAIM_TRIES = 5
 # request itself stay as they are.
 _RESULT_COLUMNS = ("provider", "upstream_model", "response", "tool_calls", "finish_reason",
                    "prompt_tokens", "completion_tokens", "total_tokens", "tokens_estimated",
-                   "processing_time_ms", "time_to_first_token_ms", "error")
+                   "processing_time_ms", "time_to_first_token_ms", "error", "served_by",
+                   "upstream_attempts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +77,10 @@ class JobStore:
         self._engine = engine
         self._clock = clock
 
-    async def submit(self, row: dict[str, Any]) -> None:
+    async def submit(self, record: CallRecord) -> None:
         """Insert a new pending job (before the 202 is sent)."""
         async with self._engine.begin() as conn:
-            await conn.execute(sa.insert(T), [row])
+            await conn.execute(sa.insert(T), [record.values()])
 
     async def claim(self, owner: str, lease_seconds: float,
                     skip_users: list[uuid.UUID] | None = None) -> Job | None:

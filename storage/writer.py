@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.models import ApiKey, AuditLog, InferenceRequest, UsageDaily
+from storage.records import CallRecord
 from storage.spool import KIND_TABLES, Item, Spool, dead_spools, unfinished_row
 from storage.unstorable import describe, is_row_error, without_payload
 
@@ -95,14 +96,15 @@ class RequestWriter:
     def pending(self) -> int:
         return self._queue.qsize()
 
-    async def submit_request(self, row: dict[str, Any]) -> bool:
-        """Queue one finished ``inference_requests`` row (and its usage counters).
+    async def submit_request(self, record: CallRecord) -> bool:
+        """Queue one finished call's row (and its usage counters).
 
         Returns at once while the queue has room, which is always below capacity. When the
         gateway takes calls faster than it can record them, the call waits for room (up
         to ``backpressure_seconds``) instead of losing its row: overload slows callers
         down rather than dropping records.
         """
+        row = record.values()
         # First come, first served: while calls wait for room, later ones queue behind them
         # (a slot freed for a waiter must not go to a newcomer).
         if not self._waiting and self._put("request", row):
@@ -121,12 +123,11 @@ class RequestWriter:
         self._idle.clear()
         return True
 
-    def begin(self, started: dict[str, Any]) -> None:
+    def begin(self, record: CallRecord) -> None:
         """Note a call in progress (in the spool only): if the process dies before the call
-        ends, the next start stores it as failed. ``started`` holds the row's identity
-        columns (id, user, key, model, provider, prompt, created_at)."""
+        ends, the next start stores it as failed, with what was known at its start."""
         if self._spool is not None:
-            self._spool.started(started)
+            self._spool.started(record.identity())
 
     def submit_audit(self, row: dict[str, Any]) -> bool:
         return self._put("audit", row) or self._drop("audit")

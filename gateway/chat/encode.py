@@ -6,8 +6,8 @@ from typing import Any
 
 import orjson
 
+from gateway.errors import APIError
 from providers.base import Chunk, Finish, TextDelta, ToolCallDelta, Usage
-from providers.errors import ProviderError
 
 DONE = b"data: [DONE]\n\n"
 
@@ -19,11 +19,6 @@ def usage_body(usage: Usage) -> dict[str, Any]:
     if usage.cached_tokens is not None:
         body["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
     return body
-
-
-def error_body(exc: ProviderError) -> dict[str, Any]:
-    return {"error": {"message": exc.message, "type": exc.type, "param": exc.param,
-                      "code": exc.code}}
 
 
 class ChunkEncoder:
@@ -68,5 +63,6 @@ class ChunkEncoder:
         return (self._head + b'],"usage":' + orjson.dumps(usage_body(usage)) + b"}\n\n")
 
     @staticmethod
-    def error(exc: ProviderError) -> bytes:
-        return b"data: " + orjson.dumps(error_body(exc)) + b"\n\n"
+    def error(error: APIError) -> bytes:
+        """An error after the first byte: the same body an HTTP error would carry."""
+        return b"data: " + orjson.dumps(error.body()) + b"\n\n"

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncGenerator
 
 import anyio
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gateway.chat.call import ChatCall
 from gateway.chat.encode import DONE, ChunkEncoder, usage_body
-from gateway.chat.request import ParsedChat, parse_chat
-from gateway.errors import APIError
+from gateway.chat.request import parse_chat
+from gateway.errors import APIError, internal_error
 from gateway.http import CancelOnDisconnect, JSONResponse, json_object, request_id
 from gateway.sse import EventStreamResponse
 from providers.base import Chunk
 from providers.errors import ProviderError
+
+log = logging.getLogger("gateway")
 
 # Watch for the client leaving only once a call has taken this long: most are over sooner,
 # and a timer costs less than the watching task (gateway/http.py). Well under the second
@@ -34,73 +37,76 @@ async def chat_completions(request: Request) -> Response | EventStreamResponse:
     state = request.app.state
     principal = await state.auth.authenticate(request)
     parsed = parse_chat(await json_object(request))
-    target = state.catalog.resolve(parsed.model, principal)
+    route = state.catalog.resolve(parsed.model, principal)
     rid = request_id(request)
-    call = ChatCall(state.call_services, principal, target, parsed, source="v1",
+    call = ChatCall(state.call_services, principal, route, parsed, source="v1",
                     request_id=rid)
     await call.admit()
     completion_id = "chatcmpl-" + rid.removeprefix("req_")
     created = int(time.time())
     if not parsed.stream:
-        return await _complete(request, call, parsed, completion_id, created)
+        return await _complete(request, call, completion_id, created)
     # The upstream's first chunk can take long; a client leaving meanwhile cancels it too.
     with CancelOnDisconnect(request.scope, request.receive, after=WATCH_AFTER) as watch:
         first = await call.open()
     if watch.disconnected:
         return Response(status_code=CLIENT_GONE)
-    encoder = ChunkEncoder(completion_id, created, parsed.model, parsed.include_usage)
+    encoder = ChunkEncoder(completion_id, created, call.model, parsed.include_usage)
     return EventStreamResponse(_sse(call, first, encoder), headers=call.headers)
 
 
 async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
-    """``chat_completions`` as a bare ASGI app: the Envelope calls it without Starlette's
-    router and exception layers (gateway/middleware.py says why)."""
+    """``POST /v1/chat/completions`` as a bare ASGI app, the route's only entry point: the
+    hot path skips Starlette's router and exception layers (gateway/middleware.py says
+    why), so it answers its own errors."""
     request = Request(scope, receive)
     try:
         response = await chat_completions(request)
     except APIError as exc:
         response = exc.response()
+    except ClientDisconnect:
+        return  # gone while sending its body: nobody to answer, nothing went wrong
+    except Exception:
+        log.exception("unhandled error in POST %s", scope["path"])
+        response = internal_error().response()
     await response(scope, receive, send)
 
 
 async def _sse(call: ChatCall, first: Chunk | None, encoder: ChunkEncoder
                ) -> AsyncGenerator[bytes, None]:
-    status, error = "cancelled", None
     try:
         if first is not None:
             if data := encoder.encode(first):
                 yield data
-            async for chunk in call.rest():
+            async for chunk in call.relay():
                 if data := encoder.encode(chunk):
                     yield data
-        if data := encoder.usage(call.usage()):
+        if call.usage is not None and (data := encoder.usage(call.usage)):
             yield data
-        status = "completed"
         yield DONE
     except ProviderError as exc:
         # After the first byte an error can only travel inside the stream.
-        status, error = "failed", exc.message
-        yield encoder.error(exc)
+        yield encoder.error(call.error(exc))
         yield DONE
     finally:
         with anyio.CancelScope(shield=True):
-            await call.close(status, error)
+            await call.finish()
 
 
-async def _complete(request: Request, call: ChatCall, parsed: ParsedChat,
-                    completion_id: str, created: int) -> Response:
+async def _complete(request: Request, call: ChatCall, completion_id: str,
+                    created: int) -> Response:
     # Streams stop when their client leaves; so does a plain call: it cancels the upstream
-    # request, frees the concurrency slot and is stored as cancelled (ChatCall._abort).
+    # request, frees the concurrency slot and is stored as cancelled.
     with CancelOnDisconnect(request.scope, request.receive, after=WATCH_AFTER) as watch:
         await call.complete()
     if watch.disconnected:
         return Response(status_code=CLIENT_GONE)
-    usage = call.usage()
-    await call.close("completed")
+    await call.finish()
+    assert call.usage is not None
     return JSONResponse({
         "id": completion_id, "object": "chat.completion", "created": created,
-        "model": parsed.model, "choices": call.transcript.choices(parsed.n),
-        "usage": usage_body(usage), "system_fingerprint": None,
+        "model": call.model, "choices": call.transcript.choices(call.parsed.n),
+        "usage": usage_body(call.usage), "system_fingerprint": None,
     }, headers=call.headers)
 
 
@@ -113,12 +119,14 @@ async def list_models(request: Request) -> JSONResponse:
 async def get_model(request: Request) -> JSONResponse:
     state = request.app.state
     principal = await state.auth.authenticate(request)
-    target = state.catalog.resolve(request.path_params["model"], principal)
-    return JSONResponse(state.catalog.describe(target))
+    route = state.catalog.resolve(request.path_params["model"], principal)
+    return JSONResponse(state.catalog.describe(route))
 
+
+FAST = {("POST", "/v1/chat/completions"): endpoint}
+"""The hot routes, dispatched by ``gateway.middleware.FastRoutes`` ahead of the router."""
 
 routes = [
-    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/models/{model:path}", get_model, methods=["GET"]),
 ]

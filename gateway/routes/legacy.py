@@ -9,7 +9,6 @@ answered, rather than ``/v1``'s 404.
 
 from __future__ import annotations
 
-import math
 import uuid
 from typing import Any
 
@@ -19,11 +18,12 @@ from starlette.routing import Route
 from gateway.auth.principal import Principal
 from gateway.chat.call import prompt_text
 from gateway.chat.request import ParsedChat, parse_chat
-from gateway.errors import APIError, invalid, not_found
+from gateway.errors import APIError, invalid, not_found, retry_headers
 from gateway.http import JSONResponse, json_object, request_id
 from gateway.limits import duration, limits_for
 from gateway.routes.history import aware, path_id, usage_view
 from storage.models import utcnow
+from storage.records import CallRecord
 
 FIELDS = ("model", "prompt", "messages", "parameters")
 # Legacy parameter name → OpenAI field.
@@ -108,9 +108,7 @@ async def _throttle(state: Any, principal: Principal) -> None:
         wait = max(retry, 0.001)
         raise APIError(429, f"Too many jobs submitted: your plan allows {limit} a minute. "
                        f"Try again in {duration(wait)}.", type="requests",
-                       code="rate_limit_exceeded",
-                       headers={"retry-after": str(max(1, math.ceil(wait))),
-                                "retry-after-ms": str(math.ceil(wait * 1000))})
+                       code="rate_limit_exceeded", headers=retry_headers(wait))
 
 
 async def submit(request: Request) -> JSONResponse:
@@ -119,24 +117,23 @@ async def submit(request: Request) -> JSONResponse:
     parsed = parse_legacy(await json_object(request))
     await _throttle(state, principal)
     try:
-        target = state.catalog.resolve(parsed.model, principal)
+        route = state.catalog.resolve(parsed.model, principal)
     except APIError as exc:
         raise invalid("model", exc.message, code="model_not_found") from None
     req = parsed.request
-    job_id = uuid.uuid4()
+    first = route.targets[0][0]  # until a worker routes it
     now = utcnow()
-    await state.jobs.store.submit({
-        "id": job_id, "user_id": principal.user_id, "api_key_id": principal.api_key_id,
-        "request_id": request_id(request) or None, "source": "legacy",
-        "model": target.public, "provider": target.provider_name,
-        "upstream_model": target.upstream, "messages": req.messages,
-        "parameters": {**req.params, **req.extra}, "prompt": prompt_text(req.messages),
-        "status": "pending", "attempts": 0, "prompt_tokens": 0, "completion_tokens": 0,
-        "total_tokens": 0, "tokens_estimated": False, "created_at": now, "updated_at": now})
+    record = CallRecord(
+        id=uuid.uuid4(), user_id=principal.user_id, api_key_id=principal.api_key_id,
+        request_id=request_id(request) or None, source="legacy", model=parsed.model,
+        provider=first.provider_name, upstream_model=first.upstream, messages=req.messages,
+        parameters={**req.params, **req.extra}, prompt=prompt_text(req.messages),
+        status="pending", created_at=now, updated_at=now)
+    await state.jobs.store.submit(record)
     state.jobs.wake()
-    location = f"/inference/{job_id}"
-    return JSONResponse({"id": str(job_id), "object": "inference", "status": "pending",
-                         "model": target.public, "created_at": now,
+    location = f"/inference/{record.id}"
+    return JSONResponse({"id": str(record.id), "object": "inference", "status": "pending",
+                         "model": parsed.model, "created_at": now,
                          "status_url": location, "result_url": location + "/result"},
                         status_code=202, headers={"location": location})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -102,12 +103,22 @@ def test_request_ids_are_unique_and_per_process() -> None:
     assert len(ids) == 2000 and all(len(i) == 4 + 16 + 12 for i in ids)
 
 
-async def test_unexpected_error_on_hot_route_is_openai_shaped_500() -> None:
-    from gateway.middleware import Envelope
+def _hot_route(monkeypatch: pytest.MonkeyPatch, error: Exception) -> Any:
+    """The app's hot-route dispatch with ``POST /x`` → the chat endpoint, whose handler
+    raises ``error``."""
+    from gateway.middleware import Envelope, FastRoutes
+    from gateway.routes import chat
 
-    async def broken(scope, receive, send):
-        raise RuntimeError("boom")
+    async def broken(request):
+        raise error
 
+    monkeypatch.setattr(chat, "chat_completions", broken)
+    routed = FastRoutes(None, {("POST", "/x"): chat.endpoint})  # type: ignore[arg-type]
+    return Envelope(routed, state=None, max_body_bytes=100)
+
+
+async def test_unexpected_error_on_hot_route_is_openai_shaped_500(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[dict] = []
 
     async def receive():
@@ -116,8 +127,7 @@ async def test_unexpected_error_on_hot_route_is_openai_shaped_500() -> None:
     async def send(message):
         sent.append(message)
 
-    envelope = Envelope(None, max_body_bytes=100,  # type: ignore[arg-type]
-                        fast={("POST", "/x"): broken})
+    envelope = _hot_route(monkeypatch, RuntimeError("boom"))
     await envelope({"type": "http", "method": "POST", "path": "/x", "headers": []},
                    receive, send)
     assert sent[0]["status"] == 500
@@ -125,21 +135,16 @@ async def test_unexpected_error_on_hot_route_is_openai_shaped_500() -> None:
     assert any(name == b"x-request-id" for name, _ in sent[0]["headers"])
 
 
-async def test_client_gone_mid_body_on_hot_route_is_not_an_error(caplog) -> None:
+async def test_client_gone_mid_body_on_hot_route_is_not_an_error(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     from starlette.requests import ClientDisconnect
-
-    from gateway.middleware import Envelope
-
-    async def reads_body(scope, receive, send):
-        raise ClientDisconnect()
 
     sent: list[dict] = []
 
     async def send(message):
         sent.append(message)
 
-    envelope = Envelope(None, max_body_bytes=100,  # type: ignore[arg-type]
-                        fast={("POST", "/x"): reads_body})
+    envelope = _hot_route(monkeypatch, ClientDisconnect())
     await envelope({"type": "http", "method": "POST", "path": "/x", "headers": []},
                    None, send)
     assert sent == [] and "unhandled" not in caplog.text

@@ -11,22 +11,24 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from storage.models import InferenceRequest, UsageDaily, utcnow
+from storage.records import CallRecord
 from storage.writer import RequestWriter
 from tests.conftest import register
 from tests.servers import GatewayServer
 
 
-def _row(user_id: uuid.UUID, i: int) -> dict:
+def _row(user_id: uuid.UUID, i: int) -> CallRecord:
     now = utcnow()
-    return {"id": uuid.uuid4(), "user_id": user_id, "api_key_id": None,
-            "request_id": f"req_w{i}", "source": "v1", "model": "writer-test",
-            "provider": "p", "upstream_model": "u", "messages": [{"role": "user", "content": "x"}],
-            "parameters": {}, "prompt": "x", "response": f"answer {i}", "tool_calls": None,
-            "finish_reason": "stop", "status": "completed" if i % 10 else "failed",
-            "prompt_tokens": 3, "completion_tokens": i % 7, "total_tokens": 3 + i % 7,
-            "tokens_estimated": False, "processing_time_ms": 5, "time_to_first_token_ms": 2,
-            "error": None, "attempts": 1, "created_at": now, "started_at": now,
-            "completed_at": now + timedelta(milliseconds=5), "updated_at": now}
+    return CallRecord(
+        id=uuid.uuid4(), user_id=user_id, api_key_id=None, request_id=f"req_w{i}",
+        source="v1", model="writer-test", provider="p", upstream_model="u",
+        messages=[{"role": "user", "content": "x"}], parameters={}, prompt="x",
+        response=f"answer {i}", tool_calls=None, finish_reason="stop",
+        status="completed" if i % 10 else "failed", prompt_tokens=3,
+        completion_tokens=i % 7, total_tokens=3 + i % 7, tokens_estimated=False,
+        processing_time_ms=5, time_to_first_token_ms=2, error=None, attempts=1,
+        served_by="p/u", created_at=now, started_at=now,
+        completed_at=now + timedelta(milliseconds=5), updated_at=now)
 
 
 async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
@@ -41,9 +43,9 @@ def test_big_and_small_batches_are_all_written(gateway: GatewayServer) -> None:
     user_id = uuid.UUID(register(gateway.url).user_id)
     writer = gateway.state.writer
 
-    async def submit_and_count(rows: list[dict]) -> tuple[int, tuple]:
+    async def submit_and_count(rows: list[CallRecord]) -> tuple[int, tuple]:
         for row in rows:  # no await in between: one batch, split into statements
-            assert writer._put("request", row)
+            assert writer._put("request", row.values())
         await writer.flush()
         async with gateway.state.engine.connect() as conn:
             stored = await conn.scalar(sa.select(sa.func.count()).select_from(
@@ -104,7 +106,7 @@ def test_a_backed_up_queue_is_written_in_whole_batches(gateway: GatewayServer) -
 
         writer._write = spy  # type: ignore[method-assign]
         for i in range(350):
-            writer._put("request", _row(user_id, i))
+            writer._put("request", _row(user_id, i).values())
         writer.start()
         await writer.stop()
         async with gateway.state.engine.connect() as conn:
