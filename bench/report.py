@@ -275,6 +275,15 @@ def _sections(r: dict[str, Any], level: str = "##") -> list[str]:
                              v.get("errors")])
         md += table(["run", "req/s", "events/s", "CPU µs/req", "CPU µs/event", "p99 ms",
                       "errors"], rows)
+    if (res := r.get("resilience")):
+        summary = res["summary"]
+        md += [f"{level} Routing layer on the happy path ({summary['conns']} conns; two "
+               "interleaved rounds)", ""]
+        rows = [[name, *summary[name]["p50_ms"], *summary[name]["rps"],
+                 *summary[name]["cpu_us_per_req"]]
+                for name in ("plain", "balanced", "dead_primary") if name in summary]
+        md += table(["route", "p50 ms (1)", "p50 ms (2)", "req/s (1)", "req/s (2)",
+                      "CPU µs/req (1)", "CPU µs/req (2)"], rows)
     if (held := r.get("open_streams")):
         md += [f"{level} 4. Open streams (upstream sends one chunk a second)", ""]
         rows = []

@@ -23,8 +23,8 @@ from bench import procs, report, scenarios_http, scenarios_stream, services, soa
 from bench.harness import MODES, Mode, Run, Target, log
 from bench.services import PLAN_LIMITS, UPSTREAM_MAX_CONNECTIONS, Backends
 
-SCENARIOS = ("selfcheck", "sequential", "throughput", "fixed", "anthropic", "streaming",
-             "open", "soak", "backends")
+SCENARIOS = ("selfcheck", "sequential", "throughput", "fixed", "anthropic", "resilience",
+             "streaming", "open", "soak", "backends")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -74,6 +74,7 @@ async def _scenarios(run: Run, selected: set[str], soak_seconds: float) -> None:
         ("selfcheck", scenarios_http.mock_selfcheck), ("sequential", scenarios_http.sequential),
         ("throughput", scenarios_http.throughput), ("fixed", scenarios_http.fixed_rate),
         ("anthropic", scenarios_http.anthropic_route),
+        ("resilience", scenarios_http.resilience),
         ("anthropic", scenarios_stream.anthropic_stream),
         ("streaming", scenarios_stream.streaming), ("open", scenarios_stream.open_streams)]
     for name, step in steps:

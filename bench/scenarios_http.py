@@ -9,7 +9,7 @@ import orjson
 from bench import load
 from bench.client import fetch
 from bench.harness import Run, Target, added, anthropic_body, log, openai_body
-from bench.services import ANTHROPIC_PREFIX, NONSTREAM
+from bench.services import ANTHROPIC_PREFIX, BALANCED, DEAD_PRIMARY, NONSTREAM
 
 LATENCY_BUDGET_MS = 5.0
 
@@ -171,3 +171,38 @@ async def anthropic_route(run: Run) -> None:
                                                             "gateway": gw}
     log(f"anthropic route, {conns} conns: gateway {gw['rps']:.0f} req/s, "
         f"{gw.get('cpu_us_per_req')} µs CPU/req")
+
+
+async def resilience(run: Run) -> None:
+    """The routing layer on the happy path: the plain route against the same mock model
+    balanced over two deployments with a fallback, and behind a dead primary whose breaker
+    is open (every call skips it for the fallback). Interleaved, twice, in one process:
+    the differences are what routing costs, next to the noise between the two rounds."""
+    await run.fresh()
+    gw = run.gateway
+    # Open the dead primary's breaker: its first call is refused and falls back.
+    await fetch("127.0.0.1", gw.port, gw.request(openai_body(DEAD_PRIMARY, False)))
+    routes = {"plain": NONSTREAM, "balanced": BALANCED, "dead_primary": DEAD_PRIMARY}
+    conns = 16 if 16 in run.mode.conns else run.mode.conns[0]
+    out: dict[str, Any] = {name: {"sequential": [], "throughput": []} for name in routes}
+    for _ in range(2):
+        for name, model in routes.items():
+            body = openai_body(model, False)
+            one = await run.measured(gw, lambda b=body: run.closed(gw, b, 1,
+                                                                   run.mode.wrk_seconds))
+            many = await run.measured(gw, lambda b=body: run.closed(gw, b, conns,
+                                                                    run.mode.wrk_seconds))
+            out[name]["sequential"].append(one)
+            out[name]["throughput"].append(many)
+    summary: dict[str, Any] = {"conns": conns}
+    for name in routes:
+        seq, thr = out[name]["sequential"], out[name]["throughput"]
+        summary[name] = {
+            "p50_ms": [r.get("p50_ms") for r in seq],
+            "cpu_us_per_req": [r.get("cpu_us_per_req") for r in thr],
+            "rps": [r.get("rps") for r in thr],
+        }
+        log(f"resilience {name}: p50 {summary[name]['p50_ms']} ms one at a time; "
+            f"{summary[name]['rps']} req/s and {summary[name]['cpu_us_per_req']} µs CPU/req "
+            f"at {conns} conns")
+    run.results["resilience"] = {"summary": summary, "runs": out}

@@ -36,6 +36,10 @@ SLOW = "mock-c100000-d1000"
 SOAK_STREAM = "mock-c20-d50"
 MODELS = [NONSTREAM, *PACED.values(), *BURST.values(), SLOW, SOAK_STREAM]
 ANTHROPIC_PREFIX = "a-"
+# The resilience scenario's routes (bench/scenarios_http.py): NONSTREAM balanced over two
+# providers of the same mock with a fallback, and NONSTREAM behind a dead primary.
+BALANCED = "mock-c4-balanced"
+DEAD_PRIMARY = "mock-c4-dead-primary"
 
 
 def gateway_argv() -> list[str]:
@@ -58,7 +62,19 @@ def write_config(path: Path, mock_port: int) -> None:
         f"read_timeout = 120\nmodels = [{models}]\n\n"
         "[providers.mockanthropic]\nkind = \"anthropic\"\n"
         f"base_url = \"http://127.0.0.1:{mock_port}\"\napi_key = \"x\"\n"
-        f"read_timeout = 120\nmodels = {{ {amodels} }}\n")
+        f"read_timeout = 120\nmodels = {{ {amodels} }}\n\n"
+        # The same mock under a second name: a second deployment of NONSTREAM.
+        "[providers.mockb]\nkind = \"openai\"\n"
+        f"base_url = \"http://127.0.0.1:{mock_port}/v1\"\napi_key = \"x\"\n\n"
+        # Nothing listens on port 1: refused at once; its breaker opens on the first call.
+        "[providers.dead]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\n"
+        "api_key = \"x\"\nmax_retries = 0\nbreaker_failures = 1\n"
+        "breaker_cooldown_seconds = 3600\n\n"
+        f"[models.{BALANCED}]\nfallbacks = [\"{NONSTREAM}\"]\n"
+        f"targets = [ {{ provider = \"mock\", upstream = \"{NONSTREAM}\", weight = 1 }},\n"
+        f"            {{ provider = \"mockb\", upstream = \"{NONSTREAM}\", weight = 1 }} ]\n\n"
+        f"[models.{DEAD_PRIMARY}]\nprovider = \"dead\"\nupstream = \"{NONSTREAM}\"\n"
+        f"fallbacks = [\"{NONSTREAM}\"]\n")
 
 
 @dataclass
