@@ -83,3 +83,62 @@ def test_embedded_secrets_persist_with_mode_0600(tmp_path: Path) -> None:
     assert first.key_hash_secret.get_secret_value() != first.jwt_secret.get_secret_value()
     for name in (".jwt_secret", ".key_hash_secret"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
+
+
+def test_resilience_options_parse_with_defaults(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(
+        '[providers.a]\nkind = "openai"\nbase_url = "http://127.0.0.1:1/v1"\n'
+        'max_retries = 0\nbreaker_failures = 3\nbreaker_cooldown_seconds = 2.5\n'
+        'models = ["x"]\n'
+        '[providers.b]\nkind = "openai"\nbase_url = "http://127.0.0.1:2/v1"\nmodels = ["y"]\n'
+        '[models.primary]\nprovider = "a"\nupstream = "down"\nfallbacks = ["x"]\n'
+        'context_fallbacks = ["y"]\n'
+        '[models.balanced]\nstrategy = "least-busy"\n'
+        'targets = [ { provider = "a", upstream = "x", weight = 3 },\n'
+        '            { provider = "b", upstream = "y" } ]\n')
+    monkeypatch.setenv("GATEWAY_CONFIG", str(cfg))
+    s = load_settings()
+    a, b = s.provider_settings()["a"], s.provider_settings()["b"]
+    assert (a.max_retries, a.breaker_failures, a.breaker_cooldown_seconds) == (0, 3, 2.5)
+    assert (b.max_retries, b.breaker_failures, b.breaker_cooldown_seconds) == (2, 5, 30.0)
+    assert (s.retry_backoff_base_seconds, s.retry_backoff_max_seconds) == (0.25, 8.0)
+    routes = s.model_routes()
+    assert routes["primary"].fallbacks == ["x"] and routes["primary"].context_fallbacks == ["y"]
+    balanced = routes["balanced"]
+    assert balanced.strategy == "least-busy"
+    assert [(t.provider, t.upstream, t.weight) for t in balanced.target_list()] == [
+        ("a", "x", 3.0), ("b", "y", 1.0)]
+
+
+@pytest.mark.parametrize(("route", "message"), [
+    ('provider = "a"\nupstream = "x"\nfallbacks = ["nope"]', "models.m.fallbacks"),
+    ('provider = "a"\nupstream = "x"\ncontext_fallbacks = ["m"]', "models.m.context_fallbacks"),
+    ('provider = "a"\nupstream = "x"\ntargets = [ { provider = "a", upstream = "y" } ]',
+     "either provider and upstream, or targets"),
+    ('upstream = "x"', "needs provider and upstream"),
+    ('targets = [ { provider = "zz", upstream = "y" } ]', "unknown provider 'zz'"),
+    ('targets = [ { provider = "a", upstream = "y", weight = 0 } ]', "weight"),
+    ('provider = "a"\nupstream = "x"\nstrategy = "round-robin"', "strategy"),
+])
+def test_bad_routes_are_refused_naming_the_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 route: str, message: str) -> None:
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text('[providers.a]\nkind = "openai"\nbase_url = "http://127.0.0.1:1/v1"\n'
+                   f'models = ["x"]\n[models.m]\n{route}\n')
+    monkeypatch.setenv("GATEWAY_CONFIG", str(cfg))
+    with pytest.raises(ConfigError, match=message):
+        load_settings()
+
+
+@pytest.mark.parametrize("setting", ["max_retries = -1", "max_retries = 11",
+                                     "breaker_failures = 0", "breaker_cooldown_seconds = 0"])
+def test_bad_resilience_options_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            setting: str) -> None:
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text('[providers.a]\nkind = "openai"\nbase_url = "http://127.0.0.1:1/v1"\n'
+                   f'models = ["x"]\n{setting}\n')
+    monkeypatch.setenv("GATEWAY_CONFIG", str(cfg))
+    with pytest.raises(ConfigError, match=setting.split(" ")[0]):
+        load_settings()
