@@ -24,7 +24,7 @@ from gateway.errors import APIError, handle_api_error, handle_http_exception, ha
 from gateway.jobs import JobRunner
 from gateway.middleware import Envelope
 from gateway.ratelimit import LeaseRenewer, build_limiter, choose_backend
-from gateway.routes import accounts, chat, health, history, legacy, limits
+from gateway.routes import accounts, admin, chat, health, history, legacy, limits
 from gateway.routing import MethodNotAllowed
 from gateway.settings import Settings, ensure_secrets, prepare_data_dir
 from gateway.tokens import TokenCounter
@@ -155,7 +155,7 @@ def create_app(settings: Settings, *,
 
     cors = cors_layer(settings)
     api = [*health.routes, *accounts.routes, *chat.routes, *limits.routes,
-           *legacy.routes, *history.routes]
+           *legacy.routes, *history.routes, *admin.routes]
     # The UI mounted at / matches every path: a wrong method on an API path must be a 405
     # (gateway/routing.py) before it gets there.
     routes = [*api, MethodNotAllowed(api), static_app.mount()]
