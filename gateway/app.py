@@ -24,7 +24,7 @@ from gateway.jobs import JobRunner
 from gateway.middleware import Envelope, FastRoutes
 from gateway.ratelimit import LeaseRenewer, build_limiter, choose_backend
 from gateway.resilience.router import Router
-from gateway.routes import accounts, chat, health, history, legacy, limits
+from gateway.routes import accounts, admin, chat, health, history, legacy, limits
 from gateway.routing import MethodNotAllowed
 from gateway.settings import Settings, ensure_secrets, prepare_data_dir
 from gateway.tokens import TokenCounter
@@ -159,7 +159,7 @@ def create_app(settings: Settings, *,
             await state.engine.dispose()
 
     api = [*health.routes, *accounts.routes, *chat.routes, *limits.routes,
-           *legacy.routes, *history.routes]
+           *legacy.routes, *history.routes, *admin.routes]
     # The UI mounted at / matches every path: a wrong method on an API path must be a 405
     # (gateway/routing.py) before it gets there.
     routes = [*api, MethodNotAllowed(api, fast=chat.FAST), static_app.mount()]

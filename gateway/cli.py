@@ -1,4 +1,4 @@
-"""The ``gateway`` command: serve, migrate, create-user, create-key, set-plan."""
+"""The ``gateway`` command: serve, migrate, create-user, create-key, set-plan, set-admin."""
 
 from __future__ import annotations
 
@@ -138,6 +138,22 @@ def cmd_set_plan(args: argparse.Namespace) -> None:
     asyncio.run(_with_accounts(settings, run))
 
 
+def cmd_set_admin(args: argparse.Namespace) -> None:
+    settings = _settings()
+    admin = not args.revoke
+
+    async def run(accounts, _hasher, _passwords):
+        user = await accounts.user_by_email(args.email.strip().lower())
+        if user is None:
+            print(f"gateway: no user with email {args.email}", file=sys.stderr)
+            raise SystemExit(2)
+        changed = await accounts.set_admin(user.id, admin, via="cli")
+        print(f"{user.email} admin={'yes' if admin else 'no'}"
+              + ("" if changed else " (unchanged)"))
+
+    asyncio.run(_with_accounts(settings, run))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -162,6 +178,10 @@ def main(argv: list[str] | None = None) -> None:
     sp.add_argument("email")
     sp.add_argument("plan")
     sp.set_defaults(fn=cmd_set_plan)
+    sa = sub.add_parser("set-admin", help="let a user read the admin views (/admin/*)")
+    sa.add_argument("email")
+    sa.add_argument("--revoke", action="store_true", help="take the admin flag away")
+    sa.set_defaults(fn=cmd_set_admin)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # httpx logs every upstream request at INFO: a line per call is the writer's job, not the log's.

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import select
 
-from storage.models import ApiKey, SubscriptionPlan, User, utcnow
+from storage.models import ApiKey, AuditLog, SubscriptionPlan, User, utcnow
 
 
 class EmailTaken(Exception):
@@ -115,6 +115,23 @@ class AccountRepository:
         async with self._sessions() as session:
             result = await session.exec(sa.update(User).where(User.id == user_id).values(
                 subscription_tier=tier, updated_at=utcnow()))
+            await session.commit()
+            return result.rowcount == 1
+
+    async def set_admin(self, user_id: uuid.UUID, admin: bool, *, via: str) -> bool:
+        """Grant or revoke the admin flag; True when it changed.
+
+        A change and its audit row commit together: no grant goes unrecorded, and granting
+        an admin again records nothing.
+        """
+        async with self._sessions() as session:
+            result = await session.exec(sa.update(User).where(
+                User.id == user_id, User.is_admin != admin).values(
+                is_admin=admin, updated_at=utcnow()))
+            if result.rowcount == 1:
+                session.add(AuditLog(
+                    user_id=user_id, action="user.admin_grant" if admin else "user.admin_revoke",
+                    resource_type="user", resource_id=str(user_id), details={"via": via}))
             await session.commit()
             return result.rowcount == 1
 

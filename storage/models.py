@@ -49,6 +49,9 @@ class User(SQLModel, table=True):
     subscription_tier: str = Field(default="free", max_length=50,
                                    foreign_key="subscription_plans.name")
     status: str = Field(default="active", max_length=20)
+    # May read the operator views (/admin/*); granted with `gateway set-admin`. The server
+    # default gives existing rows (and inserts that omit it) the safe answer: no.
+    is_admin: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
 
@@ -103,6 +106,10 @@ class InferenceRequest(SQLModel, table=True):
     processing_time_ms: int | None = None
     time_to_first_token_ms: int | None = None
     error: str | None = Field(default=None, sa_type=sa.Text)
+    # The target that answered ("provider/upstream") and every upstream attempt of the call
+    # (retries, fallbacks), in order; None for rows from before they were recorded.
+    served_by: str | None = Field(default=None, max_length=200)
+    upstream_attempts: list[Any] | None = Field(default=None, sa_type=JSONType)
     # Legacy job bookkeeping (issue: /inference jobs).
     attempts: int = 0
     lease_owner: str | None = Field(default=None, max_length=100)

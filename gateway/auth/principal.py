@@ -16,7 +16,7 @@ from typing import Any
 from starlette.requests import HTTPConnection
 
 from gateway.auth.credentials import ApiKeyHasher, JwtCodec
-from gateway.errors import unauthorized
+from gateway.errors import APIError, unauthorized
 from storage.accounts import AccountRepository
 from storage.models import SubscriptionPlan, User, utcnow
 
@@ -49,6 +49,7 @@ class Principal:
     via: str  # "api_key" | "jwt"
     api_key_id: uuid.UUID | None = None
     key_limits: dict[str, int] = field(default_factory=dict)
+    is_admin: bool = False
 
     @property
     def subject(self) -> str:
@@ -65,7 +66,17 @@ def principal_from_rows(user: User, plan: SubscriptionPlan, via: str,
             if getattr(key, name) is not None:
                 limits[name] = getattr(key, name)
     return Principal(user_id=user.id, email=user.email, plan=Plan.from_row(plan), via=via,
-                     api_key_id=key.id if key is not None else None, key_limits=limits)
+                     api_key_id=key.id if key is not None else None, key_limits=limits,
+                     is_admin=bool(user.is_admin))
+
+
+def require_admin(principal: Principal) -> None:
+    """403 unless the caller is an admin; the session and the user's API keys both count,
+    since the admin views only read (monitoring scripts hold keys, not sessions)."""
+    if not principal.is_admin:
+        raise APIError(403, "This endpoint is for administrators. An operator grants access "
+                       "with 'gateway set-admin EMAIL'.", type="permission_error",
+                       code="admin_required")
 
 
 class Authenticator:

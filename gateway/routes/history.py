@@ -59,7 +59,8 @@ def summary_view(row: Any) -> dict[str, Any]:
             "prompt_preview": row.prompt_preview, "response_preview": row.response_preview,
             "usage": usage_view(row), "processing_time_ms": row.processing_time_ms,
             "time_to_first_token_ms": row.time_to_first_token_ms,
-            "finish_reason": row.finish_reason, "error": row.error, "attempts": row.attempts}
+            "finish_reason": row.finish_reason, "error": row.error, "attempts": row.attempts,
+            "served_by": row.served_by}
 
 
 def detail_view(row: Any) -> dict[str, Any]:
@@ -72,7 +73,8 @@ def detail_view(row: Any) -> dict[str, Any]:
             "tool_calls": row.tool_calls, "finish_reason": row.finish_reason,
             "usage": usage_view(row), "processing_time_ms": row.processing_time_ms,
             "time_to_first_token_ms": row.time_to_first_token_ms, "error": row.error,
-            "attempts": row.attempts}
+            "attempts": row.attempts, "served_by": row.served_by,
+            "upstream_attempts": row.upstream_attempts}
 
 
 def encode_cursor(created_at: datetime, item_id: uuid.UUID) -> str:

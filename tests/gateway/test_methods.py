@@ -42,6 +42,7 @@ WRONG = [
     ("PUT", f"/history/{ID}", "GET, HEAD, DELETE"),
     ("POST", "/stats", "GET, HEAD"),
     ("DELETE", "/usage", "GET, HEAD"),
+    ("POST", "/admin/upstreams", "GET, HEAD"),
 ]
 
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from storage.models import AuditLog
+from storage.models import AuditLog, InferenceRequest
 from tests.conftest import Account
 from tests.legacy.support import auth, db, submit, wait_final
 from tests.servers import FIXTURES, FakeUpstream, GatewayServer, Reply
@@ -128,6 +128,42 @@ def test_history_item_and_delete(gateway: GatewayServer, account: Account,
     audits = db(gateway, sa.select(AuditLog.action, AuditLog.resource_id)
                 .where(AuditLog.user_id == uuid.UUID(account.user_id)))
     assert ("history.delete", job_id) in [tuple(a) for a in audits]
+
+
+def test_history_shows_the_serving_target_and_upstream_attempts(gateway: GatewayServer,
+                                                                account: Account) -> None:
+    """A call that fell back records who served it and each attempt; an older row (or one
+    that never reached an upstream) shows null for both."""
+    user_id = uuid.UUID(account.user_id)
+    now = datetime.now(UTC)
+    attempts = [{"target": "fault/down", "status": 503, "error": "upstream_unavailable"},
+                {"target": "fault/down", "status": 503, "error": "upstream_unavailable"},
+                {"target": "fault/ok", "status": 200}]
+    served = InferenceRequest(user_id=user_id, model="primary", provider="fault",
+                              upstream_model="ok", status="completed", response="fine",
+                              messages=[{"role": "user", "content": "fall back"}],
+                              served_by="fault/ok", upstream_attempts=attempts,
+                              created_at=now, completed_at=now)
+    plain = InferenceRequest(user_id=user_id, model="gateway-demo", provider="demo",
+                             status="completed", messages=[{"role": "user", "content": "x"}],
+                             created_at=now - timedelta(seconds=1), completed_at=now)
+
+    async def insert() -> None:
+        async with gateway.state.sessions() as session:
+            session.add_all([served, plain])
+            await session.commit()
+    gateway.run(insert())
+
+    listed = {item["id"]: item for item in history(gateway, account.api_key).json()["data"]}
+    assert listed[str(served.id)]["served_by"] == "fault/ok"
+    assert listed[str(plain.id)]["served_by"] is None
+    assert "upstream_attempts" not in listed[str(served.id)]  # the list stays light
+    for row, want_served, want_attempts in [(served, "fault/ok", attempts),
+                                            (plain, None, None)]:
+        r = httpx.get(f"{gateway.url}/history/{row.id}", headers=auth(account.token))
+        assert r.status_code == 200, r.text
+        item = r.json()
+        assert (item["served_by"], item["upstream_attempts"]) == (want_served, want_attempts)
 
 
 def test_other_users_requests_are_not_found(gateway: GatewayServer, account: Account,
