@@ -65,12 +65,13 @@ def model_not_found(model: str) -> APIError:
 
 
 def retry_headers(seconds: float) -> dict[str, str]:
-    """``retry-after`` and ``retry-after-ms`` for a wait of ``seconds``: whole seconds
-    rounded up and at least 1 ("0" invites an instant retry storm), milliseconds rounded
-    up. The one place every 429 and 503 of the gateway gets them from."""
-    seconds = max(seconds, 0.001)
-    return {"retry-after": str(max(1, math.ceil(seconds))),
-            "retry-after-ms": str(math.ceil(seconds * 1000))}
+    """``retry-after`` and ``retry-after-ms`` for a wait of ``seconds``, both rounded up
+    (never sooner than meant), whole seconds at least 1 ("0" invites an instant retry
+    storm). The one place every 429 and 503 of the gateway gets them from."""
+    seconds = max(seconds, 0.0)
+    # round(): 0.161 s is 161.00000000000003 ms in floating point, not 162 ms.
+    return {"retry-after": str(max(1, math.ceil(round(seconds, 6)))),
+            "retry-after-ms": str(math.ceil(round(seconds * 1000, 6)))}
 
 
 def limiter_unavailable(headers: Mapping[str, str] | None = None) -> APIError:

@@ -37,11 +37,12 @@ class Deadline:
 
     __slots__ = ("_handle", "_loop", "_message", "_unguarded_until", "_waiting", "expired")
 
-    def __init__(self, seconds: float, upstream: str, read_timeout: float) -> None:
+    def __init__(self, seconds: float, upstream: str, read_timeout: float, *,
+                 message: str | None = None) -> None:
         self.expired = False
         self._waiting: asyncio.Task[object] | None = None
-        self._message = (f"upstream {upstream!r} did not finish within its total_timeout "
-                         f"({seconds:g} s)")
+        self._message = message or (f"upstream {upstream!r} did not finish within its "
+                                    f"total_timeout ({seconds:g} s)")
         self._loop = asyncio.get_running_loop()
         self._unguarded_until = self._loop.time() + seconds - read_timeout
         self._handle = self._loop.call_later(seconds, self._expire)

@@ -48,6 +48,9 @@ DRAIN_TIMEOUT = 0.5
 # An attempt whose call deadline has (nearly) passed still gets this long: it then fails
 # with UpstreamTimeout like any other attempt out of time, through the same path.
 MIN_ATTEMPT_SECONDS = 0.001
+# An attempt keeps its own total_timeout (and says so when it runs out) unless the call's
+# deadline comes sooner by more than this.
+CALL_DEADLINE_SLACK = 1.0
 
 HeaderList = list[tuple[str, str]]
 
@@ -148,18 +151,6 @@ def build_timeout(config: ProviderConfig) -> dict[str, float]:
                          write=config.read_timeout, pool=config.connect_timeout).as_dict()
 
 
-class CallDeadline(Deadline):
-    """A ``Deadline`` set by the call's own deadline rather than ``total_timeout``: its
-    error says so, since raising ``total_timeout`` would not help."""
-
-    __slots__ = ()
-
-    def __init__(self, seconds: float, upstream: str, read_timeout: float) -> None:
-        super().__init__(seconds, upstream, read_timeout)
-        self._message = (f"upstream {upstream!r} did not finish within the time left for "
-                         f"the call ({seconds:.3g} s)")
-
-
 class StreamParser(Protocol):
     """Turns upstream SSE events into chunks; one instance per call."""
 
@@ -207,14 +198,19 @@ class HTTPStreamProvider(ABC):
         first. ``total_timeout``, cut short by the call's own deadline when that comes
         sooner (a retry must not outlive the call); no context (a model listing): the
         ``total_timeout`` alone."""
-        seconds = self.config.total_timeout
+        seconds, name = self.config.total_timeout, self.config.name
         if ctx is None or ctx.deadline is None:
-            return Deadline(seconds, self.config.name, self.config.read_timeout)
+            return Deadline(seconds, name, self.config.read_timeout)
         left = ctx.deadline - time.monotonic()
-        if left >= seconds:
-            return Deadline(seconds, self.config.name, self.config.read_timeout)
-        return CallDeadline(max(left, MIN_ATTEMPT_SECONDS), self.config.name,
-                            self.config.read_timeout)
+        if left >= seconds - CALL_DEADLINE_SLACK:
+            # The call's deadline is this attempt's own total_timeout (the first attempt of
+            # a call whose deadline is that timeout), give or take the admission's moment.
+            return Deadline(seconds, name, self.config.read_timeout)
+        # Raising total_timeout would not help here: say what did cut the attempt short.
+        left = max(left, MIN_ATTEMPT_SECONDS)
+        return Deadline(left, name, self.config.read_timeout,
+                        message=f"upstream {name!r} did not finish within the time left for "
+                                f"the call ({left:.3g} s)")
 
     async def send(self, method: str, url: httpx.URL, headers: HeaderList,
                    content: bytes = b"", *, deadline: Deadline) -> httpx.Response:

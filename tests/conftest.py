@@ -96,6 +96,12 @@ def upstream() -> Iterator[FakeUpstream]:
     server.stop()
 
 
+# The shared gateway's fake upstreams fail on purpose, test after test: one try per call
+# and breakers that never open keep each test's upstream calls its own. Retries and
+# breakers are tested in tests/resilience, on gateways of their own.
+ONE_TRY = {"max_retries": 0, "breaker_failures": 1_000_000}
+
+
 @pytest.fixture(scope="session")
 def gateway(database_url: str, upstream: FakeUpstream,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
@@ -103,12 +109,13 @@ def gateway(database_url: str, upstream: FakeUpstream,
     providers = {
         "fake-openai": {"kind": "openai", "base_url": upstream.url + "/v1", "api_key": "sk-up",
                         "models": {"gpt-4o-mini": "gpt-4o-mini", "gpt-4o": "gpt-4o"},
-                        "read_timeout": 2.0},
+                        "read_timeout": 2.0, **ONE_TRY},
         "fake-anthropic": {"kind": "anthropic", "base_url": upstream.url, "api_key": "sk-ant",
-                           "models": {"claude-haiku": "claude-haiku-4-5"}, "read_timeout": 2.0},
+                           "models": {"claude-haiku": "claude-haiku-4-5"}, "read_timeout": 2.0,
+                           **ONE_TRY},
         "fake-together": {"kind": "together", "base_url": upstream.url + "/v1",
                           "api_key": "tg", "models": {"llama-3-8b": "meta-llama/Llama-3-8b"},
-                          "read_timeout": 2.0},
+                          "read_timeout": 2.0, **ONE_TRY},
     }
     settings = make_settings(tmp_path_factory.mktemp("gw"), database_url, providers=providers)
     server = GatewayServer(create_app(settings))

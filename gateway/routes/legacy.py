@@ -89,7 +89,7 @@ def job_view(row: Any, progress: int | None = None) -> dict[str, Any]:
         "id": str(row.id), "object": "inference", "status": row.status, "model": row.model,
         "source": row.source, "created_at": aware(row.created_at),
         "started_at": aware(row.started_at), "completed_at": aware(row.completed_at),
-        "attempts": row.attempts, "usage": usage_view(row),
+        "attempts": row.attempts, "served_by": row.served_by, "usage": usage_view(row),
         "processing_time_ms": row.processing_time_ms,
         "time_to_first_token_ms": row.time_to_first_token_ms,
         "progress": ({"completion_tokens": row.completion_tokens if progress is None

@@ -13,7 +13,7 @@ import pytest
 
 from gateway.app import create_app
 from storage.migrate import upgrade
-from tests.conftest import make_settings, register, run_sync, set_plan
+from tests.conftest import ONE_TRY, make_settings, register, run_sync, set_plan
 from tests.fuzz.support import Bystander, Fuzzer
 from tests.servers import FakeUpstream, GatewayServer, Reply
 
@@ -75,7 +75,7 @@ def gateway(request: pytest.FixtureRequest, fuzz_upstream: WireUpstream,
     run_sync(upgrade, url)
     providers = {"fake-openai": {
         "kind": "openai", "base_url": fuzz_upstream.url + "/v1", "api_key": "sk-up",
-        "models": {UPSTREAM_MODEL: UPSTREAM_MODEL}, "read_timeout": 5.0}}
+        "models": {UPSTREAM_MODEL: UPSTREAM_MODEL}, "read_timeout": 5.0, **ONE_TRY}}
     overrides: dict[str, Any] = getattr(request.module, "GATEWAY_SETTINGS", {})
     settings = make_settings(tmp, url, providers=providers, **overrides)
     one_line = ExceptionsOnOneLine()

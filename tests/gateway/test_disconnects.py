@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from gateway.app import create_app
 from gateway.http import CancelOnDisconnect
 from storage.models import InferenceRequest
-from tests.conftest import Account, make_settings, register, set_plan
+from tests.conftest import ONE_TRY, Account, make_settings, register, set_plan
 from tests.servers import FakeUpstream, GatewayServer, Reply, running, wait_for
 
 MESSAGES = [{"role": "user", "content": "Say hello in French"}]
@@ -31,7 +31,7 @@ def gateway(database_url: str, upstream: FakeUpstream,
     a second is the client leaving, not the read timeout."""
     providers = {"fake-openai": {"kind": "openai", "base_url": upstream.url + "/v1",
                                  "api_key": "sk-up", "models": ["gpt-4o-mini"],
-                                 "read_timeout": 30.0}}
+                                 "read_timeout": 30.0, **ONE_TRY}}
     settings = make_settings(tmp_path_factory.mktemp("disconnects"), database_url,
                              providers=providers)
     with running(create_app(settings)) as server:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from storage.engine import build_engine
 from storage.models import InferenceRequest, UsageDaily, User
-from tests.conftest import run_sync
+from tests.conftest import ONE_TRY, run_sync
 from tests.processes import GatewayProcess
 from tests.servers import FakeUpstream, GatewayServer, Reply, recording_events
 
@@ -116,7 +116,7 @@ def openai_upstream(upstream: FakeUpstream) -> str:
     """``GATEWAY_PROVIDERS`` for a process whose ``gpt-4o-mini`` is the fake upstream."""
     return orjson.dumps({"fake-openai": {
         "kind": "openai", "base_url": upstream.url + "/v1", "api_key": "sk-up",
-        "models": {"gpt-4o-mini": "gpt-4o-mini"}}}).decode()
+        "models": {"gpt-4o-mini": "gpt-4o-mini"}, **ONE_TRY}}).decode()
 
 
 def terminate(proc: GatewayProcess, timeout: float = 60.0) -> float:

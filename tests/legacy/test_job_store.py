@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 from datetime import datetime, timedelta
 
 import pytest
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from storage.engine import build_engine
 from storage.jobs import JobStore
 from storage.models import InferenceRequest, UsageDaily, User, utcnow
+from storage.records import CallRecord
 
 T = InferenceRequest.__table__
 
@@ -48,13 +50,15 @@ async def make_user(engine: AsyncEngine) -> uuid.UUID:
     return user_id
 
 
-def job(user_id: uuid.UUID, **over: object) -> dict:
+def job(user_id: uuid.UUID, **over: Any) -> CallRecord:
     now = utcnow()
-    return {"id": uuid.uuid4(), "user_id": user_id, "source": "legacy", "model": "gateway-demo",
-            "provider": "demo", "messages": [{"role": "user", "content": "hi"}],
-            "parameters": {}, "prompt": "user: hi", "status": "pending", "attempts": 0,
-            "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0,
-            "tokens_estimated": False, "created_at": now, "updated_at": now, **over}
+    values: dict[str, Any] = {
+        "id": uuid.uuid4(), "user_id": user_id, "api_key_id": None, "request_id": None,
+        "source": "legacy", "model": "gateway-demo", "provider": "demo",
+        "upstream_model": "gateway-demo", "messages": [{"role": "user", "content": "hi"}],
+        "parameters": {}, "prompt": "user: hi", "status": "pending", "created_at": now,
+        "updated_at": now, **over}
+    return CallRecord(**values)
 
 
 async def row(engine: AsyncEngine, job_id: uuid.UUID) -> sa.Row:
@@ -85,7 +89,7 @@ async def test_claims_are_exclusive_and_oldest_first(engine: AsyncEngine) -> Non
     rest = []
     while (claimed := await store.claim("late", 30)) is not None:
         rest.append(claimed.id)
-    order = [r["id"] for r in rows]
+    order = [r.id for r in rows]
     assert rest == sorted(rest, key=order.index)  # oldest first
     assert sorted(map(str, got + rest)) == sorted(map(str, order))  # each exactly once
     # Skipped users' jobs are left for later.
@@ -150,7 +154,7 @@ async def test_requeue_and_cancel(engine: AsyncEngine) -> None:
 
     await store.submit(running := job(user))
     claimed = await store.claim("me", 30)
-    assert await store.cancel(running["id"], user) == "stopping"
+    assert await store.cancel(running.id, user) == "stopping"
     assert (await row(engine, claimed.id)).completed_at is None  # the worker records it
     assert await store.heartbeat(claimed.id, "me", 30, 3) == "cancelled"
     assert not await store.requeue(claimed.id, "me", count_attempt=False)
@@ -162,6 +166,6 @@ async def test_requeue_and_cancel(engine: AsyncEngine) -> None:
     await store.submit(orphan := job(user))
     await store.claim("dead", 30)
     clock.advance(31)
-    assert await store.cancel(orphan["id"], user) == "stopping"
-    stored = await row(engine, orphan["id"])
+    assert await store.cancel(orphan.id, user) == "stopping"
+    stored = await row(engine, orphan.id)
     assert stored.status == "cancelled" and stored.completed_at is not None

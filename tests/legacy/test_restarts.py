@@ -22,7 +22,7 @@ from providers.demo import compose_reply
 from storage.jobs import JobStore
 from storage.migrate import upgrade
 from storage.models import InferenceRequest
-from tests.conftest import make_settings, postgres_database, register, run_sync
+from tests.conftest import ONE_TRY, make_settings, postgres_database, register, run_sync
 from tests.legacy.support import (
     auth,
     kept_alive,
@@ -123,7 +123,7 @@ def test_a_cancel_while_a_job_is_put_back_keeps_what_it_produced(
         fresh_database: str, upstream: FakeUpstream, tmp_path: Path) -> None:
     upstream.script(kept_alive(events=2))  # the role, then "Bon"; then only keep-alives
     providers = {"fake-openai": {"kind": "openai", "base_url": upstream.url + "/v1",
-                                 "api_key": "sk-up", "models": ["gpt-4o-mini"]}}
+                                 "api_key": "sk-up", "models": ["gpt-4o-mini"], **ONE_TRY}}
     settings = make_settings(tmp_path, fresh_database, providers=providers, job_workers=0)
     with running(create_app(settings)) as gateway:
         acct = register(gateway.url)

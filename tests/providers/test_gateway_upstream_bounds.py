@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from gateway.app import create_app
 from storage.models import InferenceRequest
-from tests.conftest import Account, make_settings, register, set_plan
+from tests.conftest import ONE_TRY, Account, make_settings, register, set_plan
 from tests.servers import FakeUpstream, GatewayServer, Reply, recording_events
 
 MAX_EVENT = 64 * 1024
@@ -47,7 +47,7 @@ def bounded(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
         "kind": "openai", "base_url": fake.url + "/v1", "api_key": "sk-up",
         # Under total_timeout, so that a trickle's reads are first bounded by the read
         # timeout alone and only the last second by the deadline's timer (both paths).
-        "models": {"capped-gpt": "gpt-4o-mini"}, "read_timeout": 1.0,
+        "models": {"capped-gpt": "gpt-4o-mini"}, "read_timeout": 1.0, **ONE_TRY,
         "total_timeout": TOTAL, "max_event_bytes": MAX_EVENT,
         "max_response_bytes": MAX_BODY}}
     tmp: Path = tmp_path_factory.mktemp("bounded")
@@ -229,7 +229,7 @@ RETRY_CASES = [
     ({"retry-after": "1e999"}, ("3600", "3600000")),
     ({"retry-after": "99999999999"}, ("3600", "3600000")),
     ({"retry-after": "Mon, 99 Foo 2024 25:61:61 GMT"}, None),
-    ({"retry-after-ms": "1500.4"}, ("2", "1500")),
+    ({"retry-after-ms": "1500.4"}, ("2", "1501")),  # rounded up: never sooner than said
 ]
 ERROR_429 = (Path(__file__).parent.parent / "fixtures/upstream/openai_error_429.json").read_bytes()
 RATE_LIMITED = "upstream 'capped': " + json.loads(ERROR_429)["error"]["message"]

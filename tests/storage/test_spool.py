@@ -16,7 +16,7 @@ from storage.writer import RequestWriter
 from tests.conftest import register
 from tests.servers import GatewayServer
 from tests.storage.test_unstorable import _audit
-from tests.storage.test_writer import _row, until
+from tests.storage.test_writer import _values, until
 
 
 def _spool_rows(directory: Path, items: list) -> int:
@@ -32,7 +32,7 @@ def test_replay_stores_each_row_once_however_often_it_runs(gateway: GatewayServe
                                                             tmp_path: Path) -> None:
     user_id = uuid.UUID(register(gateway.url).user_id)
     engine = gateway.state.engine
-    rows = [_row(user_id, i) for i in range(1, 4)]
+    rows = [_values(user_id, i) for i in range(1, 4)]
     audit = _audit(user_id, 0)
     items = [("request", r) for r in rows] + [("audit", audit)] + [
         ("touch", {"id": uuid.uuid4(), "at": utcnow()})]
@@ -84,7 +84,7 @@ def test_replay_stores_calls_the_dead_process_never_finished_as_failed(
         gateway: GatewayServer, tmp_path: Path) -> None:
     user_id = uuid.UUID(register(gateway.url).user_id)
     engine = gateway.state.engine
-    running, finished, committed = (_row(user_id, i) for i in (1, 2, 3))
+    running, finished, committed = (_values(user_id, i) for i in (1, 2, 3))
     spool_dir = tmp_path / "spool"
     left = _spool_rows(spool_dir, [
         ("started", _started(running)), ("started", _started(finished)),
@@ -141,7 +141,7 @@ def test_the_spool_is_emptied_once_its_rows_are_committed(gateway: GatewayServer
                                spool=Spool(spool_dir, sync_seconds=0.01))
         writer.start()
         for i in range(10):
-            assert writer._put("request", _row(user_id, i))
+            assert writer._put("request", _values(user_id, i))
         await until(lambda: spooled_bytes() > 0)  # on disk before the database has them
         await writer.flush()
         await until(lambda: spooled_bytes() == 0)  # truncated once committed

@@ -16,7 +16,7 @@ from storage.models import AuditLog, InferenceRequest, UsageDaily, User, utcnow
 from storage.writer import RequestWriter
 from tests.conftest import register
 from tests.servers import GatewayServer
-from tests.storage.test_writer import _row, until
+from tests.storage.test_writer import _values, until
 
 
 def _deep(levels: int) -> object:
@@ -28,12 +28,12 @@ def _deep(levels: int) -> object:
 
 def refused_rows(dialect: str, user_id: uuid.UUID) -> dict[str, dict]:
     """One row per way a row can be unstorable on this database."""
-    rows = {"deep": {**_row(user_id, 1), "messages": [{"role": "user", "content": _deep(300)}]},
-            "int": {**_row(user_id, 2), "total_tokens": 2**70}}
+    rows = {"deep": {**_values(user_id, 1), "messages": [{"role": "user", "content": _deep(300)}]},
+            "int": {**_values(user_id, 2), "total_tokens": 2**70}}
     if dialect == "postgresql":
-        rows["nul"] = {**_row(user_id, 3), "response": "a\x00b"}
-        rows["long"] = {**_row(user_id, 4), "request_id": "r" * 100}
-        rows["nul_json"] = {**_row(user_id, 5), "parameters": {"stop": "\x00"}}
+        rows["nul"] = {**_values(user_id, 3), "response": "a\x00b"}
+        rows["long"] = {**_values(user_id, 4), "request_id": "r" * 100}
+        rows["nul_json"] = {**_values(user_id, 5), "parameters": {"stop": "\x00"}}
     return rows
 
 
@@ -50,7 +50,7 @@ def test_a_refused_row_does_not_cost_the_batch_its_other_rows(gateway: GatewaySe
     writer = gateway.state.writer
     dialect = gateway.state.engine.dialect.name
     refused = refused_rows(dialect, alice)
-    good = [_row(alice, 10 + i) for i in range(20)] + [_row(bob, 40 + i) for i in range(3)]
+    good = [_values(alice, 10 + i) for i in range(20)] + [_values(bob, 40 + i) for i in range(3)]
     audits = [_audit(bob, i) for i in range(2)]
     items = ([("request", r) for r in good[:12]] + [("request", r) for r in refused.values()]
              + [("audit", a) for a in audits] + [("request", r) for r in good[12:]])
@@ -102,7 +102,7 @@ def test_a_database_that_is_down_is_waited_out_not_dropped(tmp_path: Path) -> No
         writer = RequestWriter(engine, retries=1, flush_seconds=0.01)
         writer.start()
         for i in range(5):
-            assert writer._put("request", _row(user_id, i))
+            assert writer._put("request", _values(user_id, i))
         await until(lambda: writer.stats.unavailable >= 3)
         assert writer.stats.dropped == 0 and writer.stats.written == 0
         (tmp_path / "later").mkdir()

@@ -31,6 +31,11 @@ def _row(user_id: uuid.UUID, i: int) -> CallRecord:
         completed_at=now + timedelta(milliseconds=5), updated_at=now)
 
 
+def _values(user_id: uuid.UUID, i: int) -> dict:
+    """``_row`` as the writer's queue holds it (a column → value dict)."""
+    return _row(user_id, i).values()
+
+
 async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
     """Yield to the loop until ``condition`` holds; fail after ``seconds``."""
     deadline = time.monotonic() + seconds
