@@ -100,12 +100,17 @@ def sdk(gateway: GatewayServer, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0, timeout=20)
 
 
+# One client for the raw calls: a new httpx.Client per call costs more (its TLS context)
+# than the call itself. Thread-safe, so calls from a worker thread may share it.
+_client = httpx.Client(timeout=20)
+
+
 def chat(gateway: GatewayServer, key: str, model: str, *, stream: bool = False,
          **body: Any) -> httpx.Response:
     """One raw call (the whole body read, streamed or not)."""
-    return httpx.post(gateway.url + "/v1/chat/completions",
-                      headers={"Authorization": f"Bearer {key}"}, timeout=20,
-                      json={"model": model, "messages": MESSAGES, "stream": stream, **body})
+    return _client.post(gateway.url + "/v1/chat/completions",
+                        headers={"Authorization": f"Bearer {key}"},
+                        json={"model": model, "messages": MESSAGES, "stream": stream, **body})
 
 
 def sse_payloads(body: bytes) -> list[Any]:
@@ -130,11 +135,11 @@ def latest_row(gateway: GatewayServer, account: Account) -> dict[str, Any]:
     """The caller's newest stored call, in full (``GET /history/{id}``)."""
     gateway.flush()
     headers = {"Authorization": f"Bearer {account.token}"}
-    listing = httpx.get(gateway.url + "/history", params={"limit": 1}, headers=headers)
+    listing = _client.get(gateway.url + "/history", params={"limit": 1}, headers=headers)
     assert listing.status_code == 200, listing.text
     items = listing.json()["data"]
     assert items, "no stored row"
-    detail = httpx.get(f"{gateway.url}/history/{items[0]['id']}", headers=headers)
+    detail = _client.get(f"{gateway.url}/history/{items[0]['id']}", headers=headers)
     assert detail.status_code == 200, detail.text
     return {**detail.json(), "listed": items[0]}
 

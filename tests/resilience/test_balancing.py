@@ -93,7 +93,7 @@ def test_least_busy_goes_where_fewer_calls_are_in_flight(
     # Every answer sends its first two events and then holds: the calls stay in flight.
     fault.script(ok_stream(hang_after=2))
     other.script(ok_stream(hang_after=2))
-    served = []
+    served, readers = [], []
     with contextlib.ExitStack() as held, httpx.Client(timeout=20) as client:
         for _ in range(4):
             r = held.enter_context(client.stream(
@@ -101,7 +101,10 @@ def test_least_busy_goes_where_fewer_calls_are_in_flight(
                 headers={"Authorization": f"Bearer {account.api_key}"},
                 json={"model": "busy", "messages": MESSAGES, "stream": True}))
             assert r.status_code == 200
-            next(r.iter_raw())  # the call is under way upstream
+            chunks = r.iter_raw()
+            next(chunks)  # the call is under way upstream
+            # Kept: an iterator dropped here would close its stream, and end the call.
+            readers.append(chunks)
             served.append(r.headers["x-gateway-served-by"])
         # Second and fourth calls: the other target had fewer in flight.
         assert {served[0], served[1]} == {"a/lx", "b/ly"}
