@@ -2,6 +2,8 @@
 
 The fake upstream is a plain asyncio HTTP/1.1 server that replays byte-exact recordings,
 split into the chunks the test asks for, so the gateway's real network path is exercised.
+One fake can stand for several upstream models at once (``script_model``), each failing or
+answering in its own way, which is what retries, fallbacks and load balancing need.
 """
 
 from __future__ import annotations
@@ -111,6 +113,12 @@ class Reply:
     # hangs up or ``repeat_bytes`` went out: an endless line, body or trickle, bounded.
     repeat: bytes | None = None
     repeat_bytes: int = 64 * 1024 * 1024
+    # Close the connection after N pieces, without the chunked body's end: the upstream
+    # dying mid-answer, as the client sees it.
+    drop_after: int | None = None
+    # With ``hang_after``: the held pieces go out once the test sets this event (a call the
+    # test keeps in flight, then lets finish), instead of never.
+    gate: threading.Event | None = None
 
     @classmethod
     def recording(cls, name: str, *, split: int | None = None, status: int = 200,
@@ -131,6 +139,18 @@ class Reply:
     def json(cls, status: int, body: bytes, headers: dict[str, str] | None = None) -> Reply:
         return cls(status=status, headers={"content-type": "application/json", **(headers or {})},
                    pieces=[body])
+
+    @classmethod
+    def error(cls, status: int, name: str, *, retry_after: str | None = None,
+              retry_after_ms: str | None = None) -> Reply:
+        """A recorded error body (``openai_error_500.json``…) with ``status`` and, when
+        given, the upstream's ``retry-after`` / ``retry-after-ms`` headers."""
+        headers = {}
+        if retry_after is not None:
+            headers["retry-after"] = retry_after
+        if retry_after_ms is not None:
+            headers["retry-after-ms"] = retry_after_ms
+        return cls.json(status, (FIXTURES / name).read_bytes(), headers)
 
 
 def recording_events(name: str) -> list[bytes]:
@@ -159,13 +179,30 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    model: str | None = None  # the JSON body's "model", when it has one
+
+
+def body_model(body: bytes) -> str | None:
+    """The upstream model a request body names (OpenAI and Anthropic both say "model")."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    model = data.get("model") if isinstance(data, dict) else None
+    return model if isinstance(model, str) else None
 
 
 class FakeUpstream:
-    """Replays scripted replies in order (the last one repeats); records what it received."""
+    """Replays scripted replies in order (the last one repeats); records what it received.
+
+    ``script_model`` gives one upstream model a script of its own (chosen by the request
+    body's ``model``); requests for any other model take the default ``script``.
+    """
 
     def __init__(self) -> None:
         self.replies: list[Reply] = []
+        self.model_replies: dict[str, list[Reply]] = {}
+        self.dropped = 0
         self.received: list[Received] = []
         self.disconnects = 0
         self.completed = 0
@@ -180,16 +217,30 @@ class FakeUpstream:
         self._server = await asyncio.start_server(self._handle, sock=self.sock)
 
     def script(self, *replies: Reply) -> None:
+        """Start afresh: these default replies, no per-model scripts, counters at zero."""
         self.received.clear()
         self.replies = list(replies)
+        self.model_replies = {}
         self.disconnects = 0
         self.completed = 0
         self.repeated_bytes = 0
+        self.dropped = 0
 
-    def _next(self) -> Reply:
-        if len(self.replies) > 1:
-            return self.replies.pop(0)
-        return self.replies[0] if self.replies else Reply(status=500, pieces=[b"unscripted"])
+    def script_model(self, model: str, *replies: Reply) -> None:
+        """Replies, in order (the last repeats), for requests naming upstream ``model``.
+
+        Replaces that model's earlier script; the request counts (``hits``) go on."""
+        self.model_replies[model] = list(replies)
+
+    def hits(self, model: str | None = None) -> int:
+        """Requests received since the last ``script``, all or for one upstream model."""
+        return sum(1 for r in list(self.received) if model is None or r.model == model)
+
+    def _next(self, model: str | None = None) -> Reply:
+        replies = self.model_replies.get(model, self.replies) if model else self.replies
+        if len(replies) > 1:
+            return replies.pop(0)
+        return replies[0] if replies else Reply(status=500, pieces=[b"unscripted"])
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -203,8 +254,10 @@ class FakeUpstream:
                         k, v = line.split(":", 1)
                         headers[k.strip().lower()] = v.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
-                self.received.append(Received(method, path, headers, body))
-                await self._reply(self._next(), reader, writer)
+                model = body_model(body)
+                self.received.append(Received(method, path, headers, body, model))
+                if not await self._reply(self._next(model), reader, writer):
+                    break
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
@@ -219,24 +272,41 @@ class FakeUpstream:
         if not data:
             raise ConnectionResetError("client went away")
 
+    async def _wait_for_gate(self, reader: asyncio.StreamReader, gate: threading.Event) -> None:
+        # The event is set from the test's thread; look at it often, and notice a client
+        # that hangs up meanwhile.
+        while not gate.is_set():
+            await self._wait_or_eof(reader, 0.005)
+
     async def _reply(self, reply: Reply, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> None:
+                     writer: asyncio.StreamWriter) -> bool:
+        """Send one reply; False when the connection was dropped on purpose."""
         head = [f"HTTP/1.1 {reply.status} X", "transfer-encoding: chunked"]
         head += [f"{k}: {v}" for k, v in reply.headers.items()]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
         try:
             for i, piece in enumerate(reply.pieces):
+                if reply.drop_after is not None and i >= reply.drop_after:
+                    break
                 if reply.hang_after is not None and i >= reply.hang_after:
-                    await self._wait_or_eof(reader, 3600)
+                    if reply.gate is not None:
+                        await self._wait_for_gate(reader, reply.gate)
+                    else:
+                        await self._wait_or_eof(reader, 3600)
                 if reply.delay:
                     await self._wait_or_eof(reader, reply.delay)
                 writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
                 await writer.drain()
+            if reply.drop_after is not None:
+                await writer.drain()
+                self.dropped += 1
+                return False  # the caller closes the socket: no final chunk
             if reply.repeat:
                 await self._repeat(reply, reader, writer)
             writer.write(b"0\r\n\r\n")
             await writer.drain()
             self.completed += 1
+            return True
         except (ConnectionError, asyncio.CancelledError):
             self.disconnects += 1
             raise ConnectionResetError from None
