@@ -41,7 +41,7 @@ class Attempt:
     target: Deployment
     model: str  # the public model (route) it was made for
     status: int | None  # the upstream's HTTP status (200 once it answered), if any
-    code: str | None  # the gateway's error code; None when it answered
+    code: str | None  # the error's code (the gateway's, else the upstream's); None: answered
     ms: int
 
     def view(self) -> dict[str, object]:
@@ -166,8 +166,10 @@ class Router:
             answer = await call(deployment)
         except ProviderError as exc:
             deployment.in_flight -= 1
-            attempts.append(Attempt(deployment, route.public, exc.upstream_status,
-                                    exc.code, _ms(started)))
+            # Never None for a failure: an upstream 400 has no gateway code of its own.
+            code = exc.code or exc.upstream_code or exc.type
+            attempts.append(Attempt(deployment, route.public, exc.upstream_status, code,
+                                    _ms(started)))
             if breaker_failure(exc):
                 breaker.failure()
             else:
