@@ -175,10 +175,11 @@ class Router:
             else:
                 breaker.release()  # a 4xx says nothing about the upstream's health
             raise
-        except BaseException:
+        except BaseException as exc:  # the client left, or a bug in a provider plugin
             deployment.in_flight -= 1
-            attempts.append(Attempt(deployment, route.public, None, "cancelled",
-                                    _ms(started)))
+            code = ("cancelled" if isinstance(exc, anyio.get_cancelled_exc_class())
+                    else "internal_error")
+            attempts.append(Attempt(deployment, route.public, None, code, _ms(started)))
             breaker.release()
             raise
         breaker.success()

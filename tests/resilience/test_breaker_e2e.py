@@ -5,6 +5,7 @@ probe decides whether it is back."""
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -162,3 +163,34 @@ def test_refused_connections_open_the_breaker(gateway: GatewayServer, account: A
         r = chat(gateway, account.api_key, "void")
         assert r.status_code >= 500 and r.headers["x-gateway-attempts"] == "1"
     assert_fails_fast(chat(gateway, account.api_key, "void"), str(COOLDOWN))
+
+
+def test_a_failed_fast_call_is_stored_and_the_admin_view_shows_the_open_breaker(
+        gateway: GatewayServer, fault: FakeUpstream, clock: FakeClock, account: Account) -> None:
+    open_breaker(gateway, fault, account.api_key)
+    assert_fails_fast(chat(gateway, account.api_key, "solo"), str(COOLDOWN))
+    row = latest_row(gateway, account)
+    assert (row["status"], row["attempts"], row["served_by"], row["upstream_attempts"]) == (
+        "failed", 0, None, [])
+    assert "circuit breaker open" in row["error"]
+    assert (row["listed"]["status"], row["listed"]["attempts"]) == ("failed", 0)
+
+    admin = customer(gateway)
+    gateway.run(gateway.state.accounts.set_admin(uuid.UUID(admin.user_id), True, via="test"))
+    r = httpx.get(gateway.url + "/admin/upstreams",
+                  headers={"Authorization": f"Bearer {admin.api_key}"})
+    assert r.status_code == 200, r.text
+    upstreams = {u["name"]: u for u in r.json()["upstreams"]}
+    down_target = upstreams["fault/down"]
+    assert (down_target["state"], down_target["consecutive_failures"], down_target["opens"],
+            down_target["failures_to_open"], down_target["in_flight"]) == (
+        "open", FAILURES, 1, FAILURES, 0)
+    assert down_target["retry_in_seconds"] == COOLDOWN
+    assert upstreams["fault/ok"]["state"] == "closed"
+    models = {m["id"]: m for m in r.json()["models"]}
+    assert models["guarded"]["fallbacks"] == ["backup"]
+    assert models["guarded"]["targets"] == [{"name": "fault/guarded", "weight": 1.0}]
+    clock.advance(COOLDOWN + 1)
+    r = httpx.get(gateway.url + "/admin/upstreams",
+                  headers={"Authorization": f"Bearer {admin.api_key}"})
+    assert {u["name"]: u for u in r.json()["upstreams"]}["fault/down"]["state"] == "half_open"
