@@ -49,7 +49,7 @@ class WireUpstream(FakeUpstream):
     gateway streams, the recorded JSON completion otherwise (fuzzed bodies come in any
     order, so a fixed script of replies would not fit)."""
 
-    def _next(self) -> Reply:
+    def _next(self, model: str | None = None) -> Reply:
         try:
             streamed = json.loads(self.received[-1].body).get("stream") is True
         except (ValueError, AttributeError):
