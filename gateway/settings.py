@@ -55,7 +55,7 @@ class ProviderSettings(BaseModel):
     # its circuit breaker (per target, per process).
     max_retries: int = Field(2, ge=0, le=10)
     breaker_failures: int = Field(5, ge=1)
-    breaker_cooldown_seconds: float = Field(30.0, gt=0)
+    breaker_cooldown_seconds: float = Field(30.0, gt=0, le=86_400, allow_inf_nan=False)
 
     def model_map(self) -> dict[str, str]:
         if isinstance(self.models, list):
@@ -68,7 +68,7 @@ class RouteTarget(BaseModel):
 
     provider: str
     upstream: str
-    weight: float = Field(1.0, gt=0)
+    weight: float = Field(1.0, gt=0, allow_inf_nan=False)
 
 
 class ModelRoute(BaseModel):
@@ -197,8 +197,8 @@ class Settings(BaseSettings):
     upstream_max_connections: int = Field(10_000, ge=1)
     # Retries back off exponentially with full jitter: a random wait up to base * 2^n,
     # never more than the cap; an upstream's retry-after above the cap is not waited for.
-    retry_backoff_base_seconds: float = Field(0.25, gt=0)
-    retry_backoff_max_seconds: float = Field(8.0, gt=0)
+    retry_backoff_base_seconds: float = Field(0.25, gt=0, allow_inf_nan=False)
+    retry_backoff_max_seconds: float = Field(8.0, gt=0, le=3600, allow_inf_nan=False)
 
     jobs_enabled: bool = True
     job_workers: int = Field(4, ge=0)

@@ -120,6 +120,8 @@ def test_resilience_options_parse_with_defaults(tmp_path: Path,
     ('upstream = "x"', "needs provider and upstream"),
     ('targets = [ { provider = "zz", upstream = "y" } ]', "unknown provider 'zz'"),
     ('targets = [ { provider = "a", upstream = "y", weight = 0 } ]', "weight"),
+    ('targets = [ { provider = "a", upstream = "y", weight = inf } ]', "weight"),
+    ('targets = [ { provider = "a", upstream = "y", weight = nan } ]', "weight"),
     ('provider = "a"\nupstream = "x"\nstrategy = "round-robin"', "strategy"),
 ])
 def test_bad_routes_are_refused_naming_the_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -133,7 +135,8 @@ def test_bad_routes_are_refused_naming_the_field(tmp_path: Path, monkeypatch: py
 
 
 @pytest.mark.parametrize("setting", ["max_retries = -1", "max_retries = 11",
-                                     "breaker_failures = 0", "breaker_cooldown_seconds = 0"])
+                                     "breaker_failures = 0", "breaker_cooldown_seconds = 0",
+                                     "breaker_cooldown_seconds = inf"])
 def test_bad_resilience_options_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                             setting: str) -> None:
     cfg = tmp_path / "gateway.toml"
