@@ -154,8 +154,7 @@ class Router:
                 return answer, Served(route, deployment)
         return None
 
-    @staticmethod
-    async def _attempt(deployment: Deployment, route: Route,
+    async def _attempt(self, deployment: Deployment, route: Route,
                        call: Callable[[Deployment], Awaitable[T]],
                        attempts: list[Attempt]) -> T:
         """One upstream call, counted in flight and judged by the breaker."""
