@@ -382,10 +382,9 @@ class JobRunner:
         except asyncio.CancelledError:
             await call.finish()
             return Outcome.of(run)
-        except Exception as exc:
+        except Exception:
             log.exception("job %s: the call failed unexpectedly", job.id)
-            call.fail(f"internal error: {type(exc).__name__}")
-            await call.finish()
+            await call.finish()  # recorded as failed by the call itself
             return Outcome("failed", run.row, "The gateway hit an internal error.")
         await call.finish()
         return Outcome.of(run)

@@ -174,7 +174,8 @@ class ChatCall:
             error = from_provider(exc)
         except APIError as exc:  # every target paused by its breaker
             cause, error = None, exc
-        except BaseException:
+        except BaseException as exc:  # the client left (cancelled), or a bug (failed)
+            self._unexpected(exc)
             with anyio.CancelScope(shield=True):
                 await self.finish()
             raise
@@ -207,18 +208,23 @@ class ChatCall:
             if self.served is not None and breaker_failure(exc):
                 self.served.deployment.breaker.failure()
             raise
+        except BaseException as exc:
+            self._unexpected(exc)
+            raise
         self._settle()
 
     def error(self, exc: ProviderError) -> APIError:
         """A provider error as the caller sees it, in the answer or inside the stream."""
         return from_provider(exc, self.headers)
 
-    def fail(self, message: str) -> None:
-        """The gateway itself failed the call (an unexpected error)."""
-        self._fail(message)
-
     def _fail(self, message: str) -> None:
         self._status, self._error = "failed", message
+
+    def _unexpected(self, exc: BaseException) -> None:
+        """A cancellation leaves the call cancelled; anything else is the gateway's own
+        failure (a bug, in a provider plugin or here), stored as such."""
+        if not isinstance(exc, anyio.get_cancelled_exc_class() | GeneratorExit):
+            self._fail(f"internal error: {type(exc).__name__}")
 
     def _note(self, chunk: Chunk) -> None:
         self.transcript.add(chunk)
