@@ -104,6 +104,9 @@ def test_client_errors_are_not_retried(gateway: GatewayServer, fault: FakeUpstre
         assert r.json()["error"]["type"] == "invalid_request_error"
         assert r.json()["error"]["param"] == "temperature"
     assert r.headers["x-gateway-attempts"] == "1" and fault.hits("strict") == 1
+    # The call got past the limiter: its answer says where the caller stands, as 200s do.
+    assert r.headers["x-ratelimit-limit-requests"].isdigit()
+    assert r.headers["x-ratelimit-remaining-tokens"].isdigit()
     row = latest_row(gateway, account)
     assert row["status"] == "failed" and row["attempts"] == 1
     assert attempt_statuses(row) == [("fault/strict", "strict", status, True)]
