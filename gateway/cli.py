@@ -8,22 +8,39 @@ import logging
 import os
 import subprocess
 import sys
+from typing import NoReturn
 
+from gateway import logs
 from gateway.settings import ConfigError, Settings, ensure_secrets, load_settings, prepare_data_dir
+
+log = logging.getLogger(logs.CLI_LOGGER)
 
 
 def app_factory():
     from gateway.app import create_app
 
-    return create_app(load_settings())
+    settings = load_settings()
+    # In each worker uvicorn applies the logging configuration; these hooks are not part of it.
+    logs.capture_stray_output(settings.log_format)
+    return create_app(settings)
 
 
-def _settings() -> Settings:
+def fail(message: str) -> NoReturn:
+    """One line on stderr saying what is wrong, and exit status 2."""
+    log.error("%s", message)
+    raise SystemExit(2)
+
+
+def _settings(level: str = "info", *, access_log: bool = False) -> Settings:
     try:
-        return ensure_secrets(load_settings())
+        settings = load_settings()
     except ConfigError as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(str(exc))
+    logs.configure(settings.log_format, level=level, access_log=access_log)
+    try:
+        return ensure_secrets(settings)
+    except ConfigError as exc:
+        fail(str(exc))
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -31,7 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     from gateway.ratelimit import choose_backend
 
-    settings = _settings()
+    settings = _settings(args.log_level, access_log=args.access_log)
     if settings.auto_migrate:
         # In a child process: the server never imports alembic (~9 MB it would keep).
         done = subprocess.run([sys.executable, "-m", "gateway.cli", "migrate"], check=False)
@@ -39,17 +56,19 @@ def cmd_serve(args: argparse.Namespace) -> None:
             raise SystemExit(done.returncode)
         os.environ["GATEWAY_MIGRATE_ON_START"] = "false"  # done once, not per worker
     if settings.is_sqlite and args.workers > 1:
-        print("gateway: note: SQLite with several workers works, but PostgreSQL scales better",
-              file=sys.stderr)
+        log.warning("note: SQLite with several workers works, but PostgreSQL scales better")
     # The workers' settings read their count here: the limiter choice depends on it.
     os.environ["GATEWAY_WORKERS"] = str(args.workers)
     choice = choose_backend(settings.rate_limit_backend, redis_url=settings.redis_url,
                             workers=args.workers)
-    print(f"gateway: serving on http://{args.host}:{args.port} "
-          f"({'embedded SQLite' if settings.is_sqlite else 'external database'}, "
-          f"rate limiter: {choice})", file=sys.stderr)
+    log.info("serving on http://%s:%s (%s, rate limiter: %s)", args.host, args.port,
+             "embedded SQLite" if settings.is_sqlite else "external database", choice)
     uvicorn.run("gateway.cli:app_factory", factory=True, host=args.host, port=args.port,
-                workers=args.workers, access_log=args.access_log, log_level=args.log_level,
+                workers=args.workers, log_level=args.log_level,
+                # uvicorn applies it here and again in each worker it starts.
+                log_config=logs.logging_config(settings.log_format, level=args.log_level,
+                                               access_log=args.access_log),
+                access_log=False,  # the gateway's request line says more (request_log.py)
                 timeout_graceful_shutdown=settings.shutdown_grace_seconds, server_header=False,
                 # Bounds on what clients can hold (README: production runs behind nginx,
                 # which also times out slow headers and bodies; uvicorn cannot).
@@ -66,7 +85,7 @@ def cmd_migrate(_args: argparse.Namespace) -> None:
     if settings.database_url is None:  # the embedded database lives in the data dir
         prepare_data_dir(settings)
     upgrade(settings.effective_database_url)
-    print("gateway: database is at the latest schema", file=sys.stderr)
+    log.info("database is at the latest schema")
 
 
 async def _with_accounts(settings: Settings, fn):
@@ -103,11 +122,9 @@ def cmd_create_user(args: argparse.Namespace) -> None:
     try:
         asyncio.run(_with_accounts(settings, run))
     except APIError as exc:
-        print(f"gateway: {exc.message}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(exc.message)
     except EmailTaken:
-        print(f"gateway: a user with email {args.email} exists", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(f"a user with email {args.email} exists")
 
 
 def cmd_create_key(args: argparse.Namespace) -> None:
@@ -116,8 +133,7 @@ def cmd_create_key(args: argparse.Namespace) -> None:
     async def run(accounts, hasher, _passwords):
         user = await accounts.user_by_email(args.email.strip().lower())
         if user is None:
-            print(f"gateway: no user with email {args.email}", file=sys.stderr)
-            raise SystemExit(2)
+            fail(f"no user with email {args.email}")
         key = hasher.generate()
         await accounts.create_key(user.id, args.name, key.key_hash, key.prefix, key.suffix)
         print(key.plaintext)
@@ -131,8 +147,7 @@ def cmd_set_plan(args: argparse.Namespace) -> None:
     async def run(accounts, _hasher, _passwords):
         user = await accounts.user_by_email(args.email.strip().lower())
         if user is None or not await accounts.set_plan(user.id, args.plan):
-            print(f"gateway: no user with email {args.email}", file=sys.stderr)
-            raise SystemExit(2)
+            fail(f"no user with email {args.email}")
         print(f"{user.email} plan={args.plan}")
 
     asyncio.run(_with_accounts(settings, run))
@@ -145,8 +160,7 @@ def cmd_set_admin(args: argparse.Namespace) -> None:
     async def run(accounts, _hasher, _passwords):
         user = await accounts.user_by_email(args.email.strip().lower())
         if user is None:
-            print(f"gateway: no user with email {args.email}", file=sys.stderr)
-            raise SystemExit(2)
+            fail(f"no user with email {args.email}")
         changed = await accounts.set_admin(user.id, admin, via="cli")
         print(f"{user.email} admin={'yes' if admin else 'no'}"
               + ("" if changed else " (unchanged)"))
@@ -155,14 +169,20 @@ def cmd_set_admin(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Until the settings are read (and when they are invalid): the environment's format.
+    logs.configure(logs.early_format())
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--host", default=os.environ.get("GATEWAY_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8000")))
     serve.add_argument("--workers", type=int, default=int(os.environ.get("GATEWAY_WORKERS", "1")))
-    serve.add_argument("--access-log", action="store_true", help="log every request line")
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--access-log", action="store_true",
+                       help="log one line per request: id, method, path, status, duration, "
+                            "and the user, model and tokens of a chat call")
+    serve.add_argument("--log-level", default="info",
+                       choices=["critical", "error", "warning", "info", "debug"],
+                       help="least severe level logged (the access log is separate)")
     serve.set_defaults(fn=cmd_serve)
     sub.add_parser("migrate", help="upgrade the database schema").set_defaults(fn=cmd_migrate)
     cu = sub.add_parser("create-user", help="create a user and print their first API key")
@@ -183,9 +203,6 @@ def main(argv: list[str] | None = None) -> None:
     sa.add_argument("--revoke", action="store_true", help="take the admin flag away")
     sa.set_defaults(fn=cmd_set_admin)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # httpx logs every upstream request at INFO: a line per call is the writer's job, not the log's.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     args.fn(args)
 
 
