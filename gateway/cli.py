@@ -1,14 +1,17 @@
-"""The ``gateway`` command: serve, migrate, create-user, create-key, set-plan, set-admin."""
+"""The gateway command: serve, migrate, create-user, create-key, set-plan, set-admin."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
 import os
 import subprocess
 import sys
-from typing import NoReturn
+from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, NoReturn
 
 from gateway import logs
 from gateway.settings import ConfigError, Settings, ensure_secrets, load_settings, prepare_data_dir
@@ -78,17 +81,31 @@ def cmd_serve(args: argparse.Namespace) -> None:
                 proxy_headers=settings.trust_forwarded)
 
 
-def cmd_migrate(_args: argparse.Namespace) -> None:
+def _prepare_database(settings: Settings, *, quiet: bool) -> None:
     from storage.migrate import upgrade
 
-    settings = _settings()
     if settings.database_url is None:  # the embedded database lives in the data dir
         prepare_data_dir(settings)
+    if quiet:
+        # An account command's output is its own: a schema already current has nothing to say.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     upgrade(settings.effective_database_url)
+
+
+def cmd_migrate(_args: argparse.Namespace) -> None:
+    _prepare_database(_settings(), quiet=False)
     log.info("database is at the latest schema")
 
 
-async def _with_accounts(settings: Settings, fn):
+def _with_accounts(settings: Settings, fn: Callable[..., Awaitable[Any]]) -> Any:
+    """Run ``fn(accounts, hasher, passwords)`` on the database, migrated first as ``serve``
+    does (a fresh data directory has no tables yet)."""
+    if settings.auto_migrate:
+        _prepare_database(settings, quiet=True)
+    return asyncio.run(_accounts_session(settings, fn))
+
+
+async def _accounts_session(settings: Settings, fn: Callable[..., Awaitable[Any]]) -> Any:
     from gateway.auth.credentials import ApiKeyHasher, PasswordHasher
     from storage.accounts import AccountRepository
     from storage.engine import build_engine, session_factory
@@ -104,23 +121,45 @@ async def _with_accounts(settings: Settings, fn):
         await engine.dispose()
 
 
+async def _check_plan(accounts, plan: str) -> None:
+    names = [p.name for p in await accounts.plans()]
+    if plan not in names:
+        fail(f"there is no plan {plan!r}; the plans are: {', '.join(names)}")
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if args.password is not None:
+        return args.password
+    if not sys.stdin.isatty():
+        fail("no password given: pipe it with --password-stdin, or run in a terminal to be "
+             "asked for it")
+    password = getpass.getpass("Password: ")
+    if getpass.getpass("Password (again): ") != password:
+        fail("the two passwords differ")
+    return password
+
+
 def cmd_create_user(args: argparse.Namespace) -> None:
     from gateway.errors import APIError
     from storage.accounts import EmailTaken
 
     settings = _settings()
+    password = _read_password(args)
 
     async def run(accounts, hasher, passwords):
-        passwords.check_policy(args.password)
+        passwords.check_policy(password)
+        await _check_plan(accounts, args.plan)
         key = hasher.generate()
         user, _ = await accounts.create_user(args.email.strip().lower(),
-                                             passwords.hash(args.password), key.key_hash,
+                                             passwords.hash(password), key.key_hash,
                                              key.prefix, key.suffix, tier=args.plan)
         print(f"user {user.id} {user.email} plan={user.subscription_tier}")
         print(key.plaintext)
 
     try:
-        asyncio.run(_with_accounts(settings, run))
+        _with_accounts(settings, run)
     except APIError as exc:
         fail(exc.message)
     except EmailTaken:
@@ -138,19 +177,20 @@ def cmd_create_key(args: argparse.Namespace) -> None:
         await accounts.create_key(user.id, args.name, key.key_hash, key.prefix, key.suffix)
         print(key.plaintext)
 
-    asyncio.run(_with_accounts(settings, run))
+    _with_accounts(settings, run)
 
 
 def cmd_set_plan(args: argparse.Namespace) -> None:
     settings = _settings()
 
     async def run(accounts, _hasher, _passwords):
+        await _check_plan(accounts, args.plan)
         user = await accounts.user_by_email(args.email.strip().lower())
         if user is None or not await accounts.set_plan(user.id, args.plan):
             fail(f"no user with email {args.email}")
         print(f"{user.email} plan={args.plan}")
 
-    asyncio.run(_with_accounts(settings, run))
+    _with_accounts(settings, run)
 
 
 def cmd_set_admin(args: argparse.Namespace) -> None:
@@ -165,18 +205,44 @@ def cmd_set_admin(args: argparse.Namespace) -> None:
         print(f"{user.email} admin={'yes' if admin else 'no'}"
               + ("" if changed else " (unchanged)"))
 
-    asyncio.run(_with_accounts(settings, run))
+    _with_accounts(settings, run)
 
 
-def main(argv: list[str] | None = None) -> None:
-    # Until the settings are read (and when they are invalid): the environment's format.
-    logs.configure(logs.early_format())
-    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("--host", default=os.environ.get("GATEWAY_HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8000")))
-    serve.add_argument("--workers", type=int, default=int(os.environ.get("GATEWAY_WORKERS", "1")))
+class _Parser(argparse.ArgumentParser):
+    """Shows defaults in help; with JSON logs a usage error is one JSON line too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        if logs.early_format() == "json":
+            fail(f"{self.prog}: {message} (see {self.prog} --help)")
+        super().error(message)
+
+
+def _version() -> str:
+    try:
+        return version("llm-gateway")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="gateway",
+                     description="A self-hostable, OpenAI-compatible LLM gateway. Settings come "
+                                 "from GATEWAY_* environment variables (see the README).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser("serve", help="run the gateway (migrates the database first "
+                                         "unless GATEWAY_ENV=production)")
+    serve.add_argument("--host", default=os.environ.get("GATEWAY_HOST", "127.0.0.1"),
+                       help="address to listen on (GATEWAY_HOST)")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8000")),
+                       help="port to listen on (GATEWAY_PORT)")
+    serve.add_argument("--workers", type=int,
+                       default=int(os.environ.get("GATEWAY_WORKERS", "1")),
+                       help="worker processes (GATEWAY_WORKERS)")
     serve.add_argument("--access-log", action="store_true",
                        help="log one line per request: id, method, path, status, duration, "
                             "and the user, model and tokens of a chat call")
@@ -187,22 +253,35 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("migrate", help="upgrade the database schema").set_defaults(fn=cmd_migrate)
     cu = sub.add_parser("create-user", help="create a user and print their first API key")
     cu.add_argument("email")
-    cu.add_argument("--password", required=True)
-    cu.add_argument("--plan", default="free", choices=["free", "pro", "enterprise"])
+    given = cu.add_mutually_exclusive_group()
+    given.add_argument("--password-stdin", action="store_true",
+                       help="read the password from the first line of standard input")
+    given.add_argument("--password",
+                       help="the password (visible to other users of this machine and kept "
+                            "in shell history: prefer --password-stdin or the prompt); "
+                            "without either option it is asked for on the terminal")
+    cu.add_argument("--plan", default="free", help="the user's plan (see set-plan)")
     cu.set_defaults(fn=cmd_create_user)
     ck = sub.add_parser("create-key", help="create an API key for a user and print it")
     ck.add_argument("email")
-    ck.add_argument("--name", default="cli")
+    ck.add_argument("--name", default="cli", help="a label for the key")
     ck.set_defaults(fn=cmd_create_key)
     sp = sub.add_parser("set-plan", help="move a user to another plan")
     sp.add_argument("email")
-    sp.add_argument("plan")
+    sp.add_argument("plan", help="a plan's name: free, pro and enterprise unless you added "
+                                 "others to the subscription_plans table")
     sp.set_defaults(fn=cmd_set_plan)
     sa = sub.add_parser("set-admin", help="let a user read the admin views (/admin/*)")
     sa.add_argument("email")
     sa.add_argument("--revoke", action="store_true", help="take the admin flag away")
     sa.set_defaults(fn=cmd_set_admin)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    # Until the settings are read (and when they are invalid): the environment's format.
+    logs.configure(logs.early_format())
+    args = build_parser().parse_args(argv)
     args.fn(args)
 
 
