@@ -37,9 +37,10 @@ def note_call(record: CallRecord) -> None:
 
 
 def logs_requests() -> bool:
-    """Whether request lines are wanted (``gateway serve --access-log``): when they are
-    not, no layer is installed at all and requests pay nothing for it."""
-    return log.isEnabledFor(logging.INFO)
+    """Whether request lines are wanted: the ``gateway.access`` logger's own level says so
+    (``gateway serve --access-log`` sets it). A root logger at INFO, configured for other
+    lines, does not turn them on. When off, no layer is installed and requests pay nothing."""
+    return log.level != logging.NOTSET and log.isEnabledFor(logging.INFO)
 
 
 class RequestLog:

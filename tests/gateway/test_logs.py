@@ -6,6 +6,7 @@ prompt text; as text, readable lines without alembic's plugin chatter."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import uuid
@@ -14,7 +15,10 @@ from pathlib import Path
 
 import httpx
 import openai
+import pytest
 
+from gateway.logs import ACCESS_LOGGER
+from gateway.middleware import Envelope
 from tests.processes import GatewayProcess, gateway_env
 
 PASSWORD = "correct horse 42"
@@ -133,3 +137,46 @@ def test_json_logs_turn_tracebacks_and_warnings_into_single_lines() -> None:
     assert warned["logger"] == "py.warnings" and "mind the gap" in warned["message"]
     assert crashed["level"] == "CRITICAL" and crashed["message"] == "uncaught exception"
     assert "RuntimeError: boom" in crashed["exc_info"]
+
+
+@pytest.fixture
+def access_logger() -> logging.Logger:
+    logger = logging.getLogger(ACCESS_LOGGER)
+    level = logger.level
+    yield logger
+    logger.setLevel(level)
+
+
+async def test_request_lines_are_opt_in_and_cover_answers_before_the_app(
+        access_logger: logging.Logger, caplog: pytest.LogCaptureFixture) -> None:
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def call(envelope: Envelope, headers: list) -> list[dict]:
+        sent: list[dict] = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        await envelope({"type": "http", "method": "POST", "path": "/x", "headers": headers,
+                        "query_string": b"api_key=sk-in-the-query", "client": ("10.1.2.3", 5)},
+                       receive, send)
+        return sent
+
+    with caplog.at_level(logging.INFO):  # INFO for every logger is no reason for them
+        assert not Envelope(app, state=None, max_body_bytes=100).log_requests
+    access_logger.setLevel(logging.INFO)  # what `gateway serve --access-log` configures
+    envelope = Envelope(app, state=None, max_body_bytes=100)
+    with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
+        answered = await call(envelope, [])
+        refused = await call(envelope, [(b"content-length", b"1000")])  # 413 before the app
+    lines = [r for r in caplog.records if r.name == ACCESS_LOGGER]
+    assert [(r.method, r.path, r.status, r.client) for r in lines] == [
+        ("POST", "/x", 204, "10.1.2.3"), ("POST", "/x", 413, "10.1.2.3")]
+    assert [r.request_id for r in lines] == [
+        dict(sent[0]["headers"])[b"x-request-id"].decode() for sent in (answered, refused)]
+    assert "sk-in-the-query" not in caplog.text
