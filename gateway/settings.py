@@ -160,6 +160,9 @@ class Settings(BaseSettings):
     # Idle keep-alive connections are closed after this; nginx.conf retires its upstream
     # connections sooner (4 s), so it never reuses one the gateway is closing.
     keep_alive_seconds: float = Field(5.0, gt=0)
+    # What every line on stderr is: "text" for people, "json" (one object per line) for log
+    # shippers; gateway/logs.py applies it to our loggers, uvicorn's and alembic's alike.
+    log_format: Literal["text", "json"] = "text"
     # On SIGTERM: how long open streams and running jobs get to finish (both counted from
     # the signal) before they are cut off, and the jobs among them retried elsewhere.
     shutdown_grace_seconds: float = Field(30.0, ge=0)

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
+# alembic announces each of its built-in autogenerate plugins at INFO while it is imported:
+# seven lines at every start that say nothing about this database. Quieted before the import,
+# whoever configured logging.
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+from alembic import command  # noqa: E402
+from alembic.config import Config  # noqa: E402
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

@@ -23,6 +23,7 @@ from gateway.errors import APIError, from_provider, invalid
 from gateway.limits import limits_for, rate_limit_headers, rejection
 from gateway.ratelimit import LeaseRenewer
 from gateway.ratelimit.base import Lease, RateLimiter
+from gateway.request_log import note_call
 from gateway.resilience.balance import Deployment
 from gateway.resilience.policy import breaker_failure
 from gateway.resilience.router import Attempt, Router, Served
@@ -264,6 +265,7 @@ class ChatCall:
             self.svc.leases.drop(self._lease)
             await self.svc.limiter.release(self._lease, usage.total_tokens)
         record = self._complete_record(usage)
+        note_call(record)
         if self._store is not None:
             await self._store(record)
         else:
