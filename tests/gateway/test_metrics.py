@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import stat
 import threading
 import time
@@ -305,4 +304,3 @@ def test_workers_add_up(tmp_path: Path) -> None:
     assert "Traceback" not in (tmp_path / "serve.log").read_text()
     # The directory was the serve's own: gone with it.
     assert metrics_dir is not None and not metrics_dir.exists()
-    assert os.environ.get("PROMETHEUS_MULTIPROC_DIR") is None
