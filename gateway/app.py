@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -21,10 +22,11 @@ from gateway.catalog import ModelCatalog
 from gateway.chat.call import ATTEMPTS_HEADER, SERVED_BY_HEADER, CallServices
 from gateway.errors import APIError, handle_api_error, handle_http_exception, handle_unexpected
 from gateway.jobs import JobRunner
+from gateway.metrics import MULTIPROC_ENV, Metrics, RequestMetrics
 from gateway.middleware import Envelope, FastRoutes
 from gateway.ratelimit import LeaseRenewer, build_limiter, choose_backend
 from gateway.resilience.router import Router
-from gateway.routes import accounts, admin, chat, health, history, legacy, limits
+from gateway.routes import accounts, admin, chat, health, history, legacy, limits, metrics
 from gateway.routing import MethodNotAllowed
 from gateway.settings import Settings, ensure_secrets, prepare_data_dir
 from gateway.tokens import TokenCounter
@@ -121,15 +123,20 @@ def create_app(settings: Settings, *,
                                      settings.provider_settings(), created=int(time.time()),
                                      clock=clock)
         state.tokens = TokenCounter()
+        state.metrics = Metrics((m["id"] for m in state.catalog.snapshot()["models"]),
+                                multiprocess_dir=os.environ.get(MULTIPROC_ENV))
+        state.metrics.start(state.writer)
         state.leases = LeaseRenewer(state.limiter,
                                     interval=settings.rate_limit_lease_seconds / 3)
         state.leases.start()
         router = Router(state.catalog, backoff_base=settings.retry_backoff_base_seconds,
-                        backoff_cap=settings.retry_backoff_max_seconds)
+                        backoff_cap=settings.retry_backoff_max_seconds,
+                        on_error=state.metrics.upstream_error)
         state.call_services = CallServices(limiter=state.limiter, leases=state.leases,
                                            writer=state.writer, tokens=state.tokens,
                                            router=router,
-                                           default_max_tokens=settings.default_max_tokens_estimate)
+                                           default_max_tokens=settings.default_max_tokens_estimate,
+                                           metrics=state.metrics)
         state.history = HistoryStore(state.engine)
         state.jobs = JobRunner(JobStore(state.engine), state.call_services, state.catalog,
                                workers=settings.job_workers if settings.jobs_enabled else 0,
@@ -151,6 +158,7 @@ def create_app(settings: Settings, *,
             await state.jobs.stop(settings.shutdown_grace_seconds)
             await state.leases.aclose()
             await state.writer.stop()
+            await state.metrics.aclose()
             await state.providers.aclose()
             await state.http.aclose()
             await state.limiter.aclose()
@@ -159,7 +167,7 @@ def create_app(settings: Settings, *,
             await state.engine.dispose()
 
     api = [*health.routes, *accounts.routes, *chat.routes, *limits.routes,
-           *legacy.routes, *history.routes, *admin.routes]
+           *legacy.routes, *history.routes, *admin.routes, *metrics.routes]
     # The UI mounted at / matches every path: a wrong method on an API path must be a 405
     # (gateway/routing.py) before it gets there.
     routes = [*api, MethodNotAllowed(api, fast=chat.FAST), static_app.mount()]
@@ -167,8 +175,10 @@ def create_app(settings: Settings, *,
         routes=routes, lifespan=lifespan,
         exception_handlers={APIError: handle_api_error, HTTPException: handle_http_exception,
                             Exception: handle_unexpected})
-    # One dispatch (the hot routes, then the router), under one CORS layer for all routes.
-    routed: ASGIApp = FastRoutes(app, chat.FAST)
+    # One dispatch (the hot routes, then the router), each request counted and timed by its
+    # route (gateway/metrics.py), under one CORS layer for all routes.
+    routed: ASGIApp = RequestMetrics(FastRoutes(app, chat.FAST), state=app.state,
+                                     fast=chat.FAST)
     if settings.cors_origins:
         routed = cors_layer(routed, settings.cors_origins)
     return Envelope(routed, state=app.state, max_body_bytes=settings.max_body_bytes,

@@ -62,6 +62,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
         log.warning("note: SQLite with several workers works, but PostgreSQL scales better")
     # The workers' settings read their count here: the limiter choice depends on it.
     os.environ["GATEWAY_WORKERS"] = str(args.workers)
+    if args.workers > 1 or "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        from gateway.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+
+        # Before the workers start (and import prometheus_client): their metrics add up.
+        os.environ[MULTIPROC_ENV] = prepare_multiprocess_dir()
     choice = choose_backend(settings.rate_limit_backend, redis_url=settings.redis_url,
                             workers=args.workers)
     log.info("serving on http://%s:%s (%s, rate limiter: %s)", args.host, args.port,

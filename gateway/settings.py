@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     cors_origins: list[str] = []
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     trust_forwarded: bool = False
+    # GET /metrics needs 'Authorization: Bearer <this>' when set; open otherwise (keep it
+    # off the public listener then, e.g. nginx only proxies it to the scraper's network).
+    metrics_token: SecretStr | None = Field(None, min_length=1)
     # Deeper JSON is refused with a 400 naming the field: nothing legitimate nests this far,
     # and the writer (orjson, 255 levels) could not store it.
     max_json_depth: int = Field(64, ge=8, le=255)

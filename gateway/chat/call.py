@@ -21,6 +21,7 @@ from gateway.chat.request import ParsedChat
 from gateway.chat.transcript import Transcript
 from gateway.errors import APIError, from_provider, invalid
 from gateway.limits import limits_for, rate_limit_headers, rejection
+from gateway.metrics import Metrics, note_model
 from gateway.ratelimit import LeaseRenewer
 from gateway.ratelimit.base import Lease, RateLimiter
 from gateway.request_log import note_call
@@ -50,6 +51,7 @@ class CallServices:
     tokens: TokenCounter
     router: Router
     default_max_tokens: int
+    metrics: Metrics
 
 
 def prompt_text(messages: list[dict[str, Any]]) -> str:
@@ -77,6 +79,7 @@ class ChatCall:
                  store: Callable[[CallRecord], Awaitable[None]] | None = None) -> None:
         """``store`` takes the finished record; by default it is queued for the writer (v1).
         Legacy jobs store theirs themselves, fenced by their lease."""
+        note_model(route.public)
         if parsed.n > 1 and not route.supports_n:
             raise invalid("n", f"'n' greater than 1 is not supported by model '{route.public}'")
         self.svc = svc
@@ -105,6 +108,7 @@ class ChatCall:
         self._error: str | None = None
         self._finished = False
         self._store = store
+        self._sse = False  # an SSE answer in progress, in gateway_streams_in_flight
 
     @property
     def model(self) -> str:
@@ -122,6 +126,7 @@ class ChatCall:
                                                   limits_for(self.principal), estimate)
         self.headers = rate_limit_headers(decision)
         if not decision.allowed:
+            self.svc.metrics.rate_limit(decision.limit_type)
             raise rejection(decision, self.headers)
         self._lease = decision.lease
         if self._lease is not None:
@@ -137,6 +142,9 @@ class ChatCall:
         """Route the call until an upstream stream yields its first chunk (None if it
         ended without one). Failures become the HTTP error the caller gets."""
         ctx = self._context()
+        if self._store is None:  # v1: an SSE answer (a legacy job streams to its row)
+            self._sse = True
+            self.svc.metrics.streams.inc()
 
         async def first_chunk(target: Deployment) -> tuple[AsyncIterator[Chunk], Chunk | None]:
             stream = target.provider.stream_chat(
@@ -206,8 +214,10 @@ class ChatCall:
                 yield chunk
         except ProviderError as exc:
             self._fail(exc.message)
-            if self.served is not None and breaker_failure(exc):
-                self.served.deployment.breaker.failure()
+            if self.served is not None:
+                self.svc.metrics.upstream_error(self.served.deployment.provider_name, exc)
+                if breaker_failure(exc):
+                    self.served.deployment.breaker.failure()
             raise
         except BaseException as exc:
             self._unexpected(exc)
@@ -261,6 +271,11 @@ class ChatCall:
         if self.usage is None:
             self.usage = self._count()
         usage = self.usage
+        # Counted once, at the end: nothing per streamed event.
+        self.svc.metrics.call(self.model, usage,
+                              self._ttft if self._stream is not None else None)
+        if self._sse:
+            self.svc.metrics.streams.dec()
         if self._lease is not None:
             self.svc.leases.drop(self._lease)
             await self.svc.limiter.release(self._lease, usage.total_tokens)

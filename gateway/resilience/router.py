@@ -80,12 +80,16 @@ class Router:
 
     def __init__(self, catalog: ModelCatalog, *, backoff_base: float, backoff_cap: float,
                  rng: random.Random | None = None,
-                 sleep: Callable[[float], Awaitable[object]] = anyio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
+                 on_error: Callable[[str, BaseException], None] | None = None) -> None:
+        """``on_error(provider, exc)`` hears of every failed attempt but a cancelled one
+        (gateway_upstream_errors_total)."""
         self._catalog = catalog
         self._base = backoff_base
         self._cap = backoff_cap
         self._rng = rng or random.Random()
         self._sleep = sleep
+        self._on_error = on_error
 
     async def run(self, route: Route, principal: Principal,
                   call: Callable[[Deployment], Awaitable[T]], attempts: list[Attempt], *,
@@ -173,6 +177,8 @@ class Router:
                 breaker.failure()
             else:
                 breaker.release()  # a 4xx says nothing about the upstream's health
+            if self._on_error is not None:
+                self._on_error(deployment.provider_name, exc)
             raise
         except BaseException as exc:  # the client left, or a bug in a provider plugin
             deployment.in_flight -= 1
@@ -180,6 +186,8 @@ class Router:
                     else "internal_error")
             attempts.append(Attempt(deployment, route.public, None, code, _ms(started)))
             breaker.release()
+            if code == "internal_error" and self._on_error is not None:
+                self._on_error(deployment.provider_name, exc)
             raise
         breaker.success()
         attempts.append(Attempt(deployment, route.public, 200, None, _ms(started)))

@@ -91,6 +91,7 @@ async def register(request: Request) -> JSONResponse:
     except EmailTaken:
         raise APIError(409, "An account with this email already exists.", param="email",
                        code="email_taken") from None
+    state.metrics.signups.inc()
     audit(request, "user.register", user_id=user.id, resource_type="user", resource_id=user.id)
     audit(request, "api_key.create", user_id=user.id, resource_type="api_key",
           resource_id=key.id)
@@ -116,6 +117,7 @@ async def login(request: Request) -> JSONResponse:
     if user is None or not ok or user.status != "active":
         # Unknown emails count too: the answers must not tell which accounts exist.
         await state.throttle.login_failed(email, ip)
+        state.metrics.logins_failed.inc()
         audit(request, "auth.login_failed", user_id=user.id if user else None,
               details={"email": email})
         raise APIError(401, "Incorrect email or password.", code="invalid_credentials")

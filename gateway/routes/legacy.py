@@ -21,6 +21,7 @@ from gateway.chat.request import ParsedChat, parse_chat
 from gateway.errors import APIError, invalid, not_found, retry_headers
 from gateway.http import JSONResponse, json_object, request_id
 from gateway.limits import duration, limits_for
+from gateway.metrics import note_model
 from gateway.routes.history import aware, path_id, usage_view
 from storage.models import utcnow
 from storage.records import CallRecord
@@ -105,6 +106,7 @@ async def _throttle(state: Any, principal: Principal) -> None:
     allowed, retry = await state.limiter.hit(f"inference-submit:{principal.subject}", limit,
                                              60.0)
     if not allowed:
+        state.metrics.rate_limit("requests")
         wait = max(retry, 0.001)
         raise APIError(429, f"Too many jobs submitted: your plan allows {limit} a minute. "
                        f"Try again in {duration(wait)}.", type="requests",
@@ -120,6 +122,7 @@ async def submit(request: Request) -> JSONResponse:
         route = state.catalog.resolve(parsed.model, principal)
     except APIError as exc:
         raise invalid("model", exc.message, code="model_not_found") from None
+    note_model(route.public)
     req = parsed.request
     first = route.targets[0][0]  # until a worker routes it
     now = utcnow()
