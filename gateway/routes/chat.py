@@ -50,7 +50,7 @@ async def chat_completions(request: Request) -> Response | EventStreamResponse:
     with CancelOnDisconnect(request.scope, request.receive, after=WATCH_AFTER) as watch:
         first = await call.open()
     if watch.disconnected:
-        return Response(status_code=CLIENT_GONE)
+        return await _gone(call)
     encoder = ChunkEncoder(completion_id, created, call.model, parsed.include_usage)
     return EventStreamResponse(_sse(call, first, encoder), headers=call.headers)
 
@@ -93,6 +93,15 @@ async def _sse(call: ChatCall, first: Chunk | None, encoder: ChunkEncoder
             await call.finish()
 
 
+async def _gone(call: ChatCall) -> Response:
+    """The client left. Its cancellation has normally finished the call already; should
+    the upstream have answered in the same instant, the call is finished here instead
+    (``finish`` runs once), so no slot, lease or row is left behind."""
+    with anyio.CancelScope(shield=True):
+        await call.finish()
+    return Response(status_code=CLIENT_GONE)
+
+
 async def _complete(request: Request, call: ChatCall, completion_id: str,
                     created: int) -> Response:
     # Streams stop when their client leaves; so does a plain call: it cancels the upstream
@@ -100,7 +109,7 @@ async def _complete(request: Request, call: ChatCall, completion_id: str,
     with CancelOnDisconnect(request.scope, request.receive, after=WATCH_AFTER) as watch:
         await call.complete()
     if watch.disconnected:
-        return Response(status_code=CLIENT_GONE)
+        return await _gone(call)
     await call.finish()
     assert call.usage is not None
     return JSONResponse({
