@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     unknown = chosen - set(VARIANTS)
     if unknown:
         raise SystemExit(f"unknown variant(s) {sorted(unknown)}; known: {', '.join(VARIANTS)}")
-    # What gateway.cli.main does before serving.
+    # Plain text lines at INFO, as `gateway serve` writes by default (gateway/logs.py), and
+    # no request lines (those are `gateway serve --access-log`).
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
