@@ -22,8 +22,9 @@ from gateway.catalog import ModelCatalog
 from gateway.chat.call import ATTEMPTS_HEADER, SERVED_BY_HEADER, CallServices
 from gateway.errors import APIError, handle_api_error, handle_http_exception, handle_unexpected
 from gateway.jobs import JobRunner
-from gateway.metrics import MULTIPROC_ENV, Metrics, RequestMetrics
+from gateway.metrics import MULTIPROC_ENV, Metrics
 from gateway.middleware import Envelope, FastRoutes
+from gateway.observe import RequestObserver
 from gateway.ratelimit import LeaseRenewer, build_limiter, choose_backend
 from gateway.resilience.router import Router
 from gateway.routes import accounts, admin, chat, health, history, legacy, limits, metrics
@@ -57,7 +58,7 @@ def provider_configs(settings: Settings) -> list[ProviderConfig]:
 
 def create_app(settings: Settings, *,
                upstream_transport: httpx.AsyncBaseTransport | None = None,
-               clock: Callable[[], float] = time.monotonic) -> Envelope:
+               clock: Callable[[], float] = time.monotonic) -> RequestObserver:
     """Build the ASGI app; ``upstream_transport`` replaces the upstream pool (bench, tests),
     ``clock`` the monotonic clock of the circuit breakers (tests)."""
     settings = ensure_secrets(settings)
@@ -175,14 +176,15 @@ def create_app(settings: Settings, *,
         routes=routes, lifespan=lifespan,
         exception_handlers={APIError: handle_api_error, HTTPException: handle_http_exception,
                             Exception: handle_unexpected})
-    # One dispatch (the hot routes, then the router), each request counted and timed by its
-    # route (gateway/metrics.py), under one CORS layer for all routes.
-    routed: ASGIApp = RequestMetrics(FastRoutes(app, chat.FAST), state=app.state,
-                                     fast=chat.FAST)
+    # One dispatch (the hot routes, then the router) under one CORS layer for all routes,
+    # inside the envelope (ids, headers, body limit); around it all, each request is
+    # counted and timed by its route and logged (gateway/observe.py).
+    routed: ASGIApp = FastRoutes(app, chat.FAST)
     if settings.cors_origins:
         routed = cors_layer(routed, settings.cors_origins)
-    return Envelope(routed, state=app.state, max_body_bytes=settings.max_body_bytes,
-                    trust_forwarded=settings.trust_forwarded)
+    enveloped = Envelope(routed, max_body_bytes=settings.max_body_bytes,
+                         trust_forwarded=settings.trust_forwarded)
+    return RequestObserver(enveloped, state=app.state, fast=chat.FAST)
 
 
 def cors_layer(app: ASGIApp, origins: list[str]) -> ASGIApp:

@@ -79,7 +79,7 @@ def test_every_api_route_is_covered(bare_gateway: GatewayServer) -> None:
     """Routes added later are held to the same rule: for every API path, a method none of
     its routes serves is a 405 listing all the methods that are."""
     allowed: dict[str, set[str]] = {}
-    # Envelope → RequestMetrics → FastRoutes: the hot routes, then the Starlette app.
+    # RequestObserver → Envelope → FastRoutes: the hot routes, then the Starlette app.
     dispatch = bare_gateway.app.app.app
     for route in dispatch.app.routes:
         if isinstance(route, Route) and route.methods:

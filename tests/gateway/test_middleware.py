@@ -114,7 +114,7 @@ def _hot_route(monkeypatch: pytest.MonkeyPatch, error: Exception) -> Any:
 
     monkeypatch.setattr(chat, "chat_completions", broken)
     routed = FastRoutes(None, {("POST", "/x"): chat.endpoint})  # type: ignore[arg-type]
-    return Envelope(routed, state=None, max_body_bytes=100)
+    return Envelope(routed, max_body_bytes=100)
 
 
 async def test_unexpected_error_on_hot_route_is_openai_shaped_500(
