@@ -74,6 +74,7 @@ async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
 
 async def _sse(call: ChatCall, first: Chunk | None, encoder: ChunkEncoder
                ) -> AsyncGenerator[bytes, None]:
+    tail: list[bytes] = []
     try:
         if first is not None:
             if data := encoder.encode(first):
@@ -82,15 +83,18 @@ async def _sse(call: ChatCall, first: Chunk | None, encoder: ChunkEncoder
                 if data := encoder.encode(chunk):
                     yield data
         if call.usage is not None and (data := encoder.usage(call.usage)):
-            yield data
-        yield DONE
+            tail.append(data)
     except ProviderError as exc:
         # After the first byte an error can only travel inside the stream.
-        yield encoder.error(call.error(exc))
-        yield DONE
+        tail.append(encoder.error(call.error(exc)))
     finally:
+        # Finished before the last bytes go out, so a client that got [DONE] has its row
+        # in the crash spool even if the process is killed the next instant.
         with anyio.CancelScope(shield=True):
             await call.finish()
+    for data in tail:
+        yield data
+    yield DONE
 
 
 async def _gone(call: ChatCall) -> Response:
