@@ -287,8 +287,10 @@ def test_killing_a_replica_loses_no_row_of_a_completed_call(topology: Topology) 
     served = topology.served_by("kill-before-")
     victims = [call for call, replica in served.items() if replica == VICTIM]
     assert victims, served
-    # The spool is written by a thread every writer_spool_fsync_ms (100 ms): a process
-    # killed within that window loses its last rows by design, so wait for them there.
+    # The spool is written by a thread every writer_spool_fsync_ms (100 ms), after the
+    # answer went out: a call answered within that window before the kill is replayed as
+    # failed ("stopped before the call finished"), or not at all. So the kill comes once
+    # the rows are in the spool (storage/spool.py's documented crash window).
     victim = topology.replicas[VICTIM]
     poll(lambda: spooled(topology.dirs[VICTIM], victims), "the victim's rows never spooled")
     victim.kill()
