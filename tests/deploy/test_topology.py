@@ -264,13 +264,6 @@ def test_each_replicas_metrics_count_the_calls_it_served(topology: Topology) -> 
 BEFORE, AFTER = 12, 9
 
 
-def spooled(directory: Path, calls: list[str]) -> bool:
-    """Whether the rows of ``calls`` (not only their started records) are in the spool."""
-    lines = [line for path in (directory / "spool").glob("*.jsonl")
-             for line in path.read_bytes().splitlines() if line.startswith(b'["request",')]
-    return all(any(f'"prompt":"{call}"'.encode() in line for line in lines) for call in calls)
-
-
 def stored(database: str, user_id: str) -> Counter:
     """How many rows each prompt of the user has, and with which status."""
     rows = query(database, sa.select(InferenceRequest.prompt, InferenceRequest.status)
@@ -287,12 +280,9 @@ def test_killing_a_replica_loses_no_row_of_a_completed_call(topology: Topology) 
     served = topology.served_by("kill-before-")
     victims = [call for call, replica in served.items() if replica == VICTIM]
     assert victims, served
-    # The spool is written by a thread every writer_spool_fsync_ms (100 ms), after the
-    # answer went out: a call answered within that window before the kill is replayed as
-    # failed ("stopped before the call finished"), or not at all. So the kill comes once
-    # the rows are in the spool (storage/spool.py's documented crash window).
+    # Killed the moment the answers arrived: a call's row is in the crash spool before its
+    # answer's last bytes leave (storage/spool.py), so nothing is waited for.
     victim = topology.replicas[VICTIM]
-    poll(lambda: spooled(topology.dirs[VICTIM], victims), "the victim's rows never spooled")
     victim.kill()
     victim.stop()  # closes its log
     # Its writer never flushed: these rows are only in the spool now.
