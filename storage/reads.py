@@ -28,9 +28,9 @@ RETRY_SECONDS = 5.0
 # The first poll of a lagging replica comes this soon; each next one twice as late.
 FIRST_POLL_SECONDS = 0.002
 # pg_current_wal_flush_lsn(), not pg_current_wal_lsn() (written, maybe not yet flushed) nor
-# the insert position: a commit the primary has acknowledged (synchronous_commit at least
-# 'local', the default 'on') is flushed, so the flush position covers it; and the replica
-# receives flushed WAL only, so it can always reach that position.
+# the insert position: a commit the primary has acknowledged (synchronous_commit anything
+# but 'off'; the default is 'on') is flushed, so the flush position covers it; and the
+# replica receives flushed WAL only, so it can always reach that position.
 PRIMARY_POSITION = sa.text("SELECT pg_current_wal_flush_lsn()::text")
 REPLAYED_POSITION = sa.text("SELECT pg_last_wal_replay_lsn()::text")
 
