@@ -38,11 +38,15 @@ from storage.accounts import AccountRepository
 from storage.engine import build_engine, session_factory
 from storage.history import HistoryStore
 from storage.jobs import JobStore
+from storage.reads import ReadEngine
 from storage.spool import Spool
 from storage.writer import RequestWriter
 from webui import static_app
 
 log = logging.getLogger("gateway")
+# A replica that does not answer a new connection in this time is failed over to the
+# primary (storage/reads.py) rather than holding the read for asyncpg's 60 s default.
+REPLICA_CONNECT_SECONDS = 2.0
 
 
 def provider_configs(settings: Settings) -> list[ProviderConfig]:
@@ -75,6 +79,14 @@ def create_app(settings: Settings, *,
 
             await upgrade_async(url)
         state.engine = build_engine(url, pool_size=settings.db_pool_size)
+        # The read-only views (/history, /stats) read through this; writes, accounts, keys
+        # and job claims use state.engine. No replica configured: no second pool.
+        read_url = settings.effective_database_read_url
+        state.reads = ReadEngine(
+            state.engine,
+            build_engine(read_url, pool_size=settings.db_pool_size,
+                         connect_timeout=REPLICA_CONNECT_SECONDS) if read_url else None,
+            max_wait=settings.read_replica_max_wait_ms / 1000)
         sessions = session_factory(state.engine)
         state.sessions = sessions
         spool = (Spool(settings.data_dir / "spool",
@@ -138,7 +150,7 @@ def create_app(settings: Settings, *,
                                            router=router,
                                            default_max_tokens=settings.default_max_tokens_estimate,
                                            metrics=state.metrics)
-        state.history = HistoryStore(state.engine)
+        state.history = HistoryStore(state.engine, state.reads)
         state.jobs = JobRunner(JobStore(state.engine), state.call_services, state.catalog,
                                workers=settings.job_workers if settings.jobs_enabled else 0,
                                lease_seconds=settings.job_lease_seconds,
@@ -165,6 +177,7 @@ def create_app(settings: Settings, *,
             await state.limiter.aclose()
             if state.redis is not None:
                 await state.redis.aclose()
+            await state.reads.dispose()
             await state.engine.dispose()
 
     api = [*health.routes, *accounts.routes, *chat.routes, *limits.routes,

@@ -126,6 +126,14 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, validation_alias=AliasChoices("GATEWAY_DATABASE_URL", "DATABASE_URL",
                                             "database_url"))
+    # A streaming replica of DATABASE_URL for the read-only views (/history, /stats): see
+    # storage/reads.py for the rule that keeps those reads from ever being stale.
+    database_read_url: str | None = Field(
+        None, validation_alias=AliasChoices("GATEWAY_DATABASE_READ_URL", "DATABASE_READ_URL",
+                                            "database_read_url"))
+    # How long a read waits for the replica to replay the writes committed before it began,
+    # before it reads the primary instead.
+    read_replica_max_wait_ms: int = Field(100, ge=0, le=10_000)
     redis_url: str | None = Field(
         None, validation_alias=AliasChoices("GATEWAY_REDIS_URL", "REDIS_URL", "redis_url"))
     db_pool_size: int = Field(10, ge=1)
@@ -232,6 +240,11 @@ class Settings(BaseSettings):
                     if other == name or other not in known:
                         raise ValueError(f"models.{name}.{field}: {other!r} is not another "
                                          "configured model")
+        if self.database_read_url and not (
+                _postgres_url(self.effective_database_url)
+                and _postgres_url(self.effective_database_read_url or "")):
+            raise ValueError("database_read_url: a read replica needs PostgreSQL for both "
+                             "DATABASE_URL and DATABASE_READ_URL (postgresql://...)")
         if self.rate_limit_backend == "redis" and not self.redis_url:
             raise ValueError("rate_limit_backend is 'redis' but REDIS_URL is not set")
         if self.env == "production":
@@ -257,13 +270,13 @@ class Settings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         if self.database_url:
-            url = self.database_url
-            # Accept the URLs people copy from hosting dashboards.
-            for plain in ("postgres://", "postgresql://"):
-                if url.startswith(plain):
-                    return "postgresql+asyncpg://" + url[len(plain):]
-            return url
+            return _asyncpg_url(self.database_url)
         return f"sqlite+aiosqlite:///{(self.data_dir / 'gateway.db').resolve()}"
+
+    @property
+    def effective_database_read_url(self) -> str | None:
+        """The read replica's URL for SQLAlchemy, or None: everything reads the primary."""
+        return _asyncpg_url(self.database_read_url) if self.database_read_url else None
 
     @property
     def auto_migrate(self) -> bool:
@@ -310,6 +323,18 @@ class Settings(BaseSettings):
             for alias in route.aliases:
                 routes.setdefault(alias, route)
         return routes
+
+
+def _asyncpg_url(url: str) -> str:
+    """Accept the URLs people copy from hosting dashboards."""
+    for plain in ("postgres://", "postgresql://"):
+        if url.startswith(plain):
+            return "postgresql+asyncpg://" + url[len(plain):]
+    return url
+
+
+def _postgres_url(url: str) -> bool:
+    return url.startswith("postgresql")
 
 
 class TomlFileSource(PydanticBaseSettingsSource):
