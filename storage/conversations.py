@@ -205,11 +205,11 @@ def _turns(messages: list[dict[str, Any]], latest: sa.Row[Any],
         text = content_text(msg.get("content"))
         call = answered.get(text) if role == "assistant" else None
         if call is not None:
+            # The prompt it answered was sent when that call started.
+            if out and out[-1].role == "user":
+                out[-1] = Turn("user", out[-1].content, created_at=call.created_at)
             out.append(Turn("assistant", text, call.model, call.status, call.request_id,
                             call.completed_at))
-            if out and len(out) >= 2 and out[-2].role == "user" and out[-2].created_at is None:
-                prev = out[-2]
-                out[-2] = Turn("user", prev.content, created_at=call.created_at)
         else:
             out.append(Turn(role, text))
     if out and out[-1].role == "user":
