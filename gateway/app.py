@@ -27,7 +27,17 @@ from gateway.middleware import Envelope, FastRoutes
 from gateway.observe import RequestObserver
 from gateway.ratelimit import LeaseRenewer, build_limiter, choose_backend
 from gateway.resilience.router import Router
-from gateway.routes import accounts, admin, chat, health, history, legacy, limits, metrics
+from gateway.routes import (
+    accounts,
+    admin,
+    chat,
+    conversations,
+    health,
+    history,
+    legacy,
+    limits,
+    metrics,
+)
 from gateway.routing import MethodNotAllowed
 from gateway.settings import Settings, ensure_secrets, prepare_data_dir
 from gateway.tokens import TokenCounter
@@ -35,6 +45,7 @@ from gateway.upstream_client import build_upstream_transport
 from providers.base import ProviderConfig
 from providers.registry import ProviderRegistry
 from storage.accounts import AccountRepository
+from storage.conversations import ConversationStore
 from storage.engine import build_engine, session_factory
 from storage.history import HistoryStore
 from storage.jobs import JobStore
@@ -151,6 +162,7 @@ def create_app(settings: Settings, *,
                                            default_max_tokens=settings.default_max_tokens_estimate,
                                            metrics=state.metrics)
         state.history = HistoryStore(state.engine, state.reads)
+        state.conversations = ConversationStore(state.engine, state.reads)
         state.jobs = JobRunner(JobStore(state.engine), state.call_services, state.catalog,
                                workers=settings.job_workers if settings.jobs_enabled else 0,
                                lease_seconds=settings.job_lease_seconds,
@@ -181,7 +193,8 @@ def create_app(settings: Settings, *,
             await state.engine.dispose()
 
     api = [*health.routes, *accounts.routes, *chat.routes, *limits.routes,
-           *legacy.routes, *history.routes, *admin.routes, *metrics.routes]
+           *legacy.routes, *history.routes, *conversations.routes, *admin.routes,
+           *metrics.routes]
     # The UI mounted at / matches every path: a wrong method on an API path must be a 405
     # (gateway/routing.py) before it gets there.
     routes = [*api, MethodNotAllowed(api, fast=chat.FAST), static_app.mount()]
@@ -204,8 +217,9 @@ def cors_layer(app: ASGIApp, origins: list[str]) -> ASGIApp:
     """CORS only when origins are configured: no layer at all (and no cost) otherwise."""
     return CORSMiddleware(
         app, allow_origins=origins,
-        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-        allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
+        allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=["authorization", "content-type", "x-api-key", "x-request-id",
+                       conversations.HEADER],
         expose_headers=["x-request-id", "retry-after", "retry-after-ms", ATTEMPTS_HEADER,
                         SERVED_BY_HEADER,
                         "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",

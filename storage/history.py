@@ -22,8 +22,9 @@ T = InferenceRequest.__table__
 U = UsageDaily.__table__
 PREVIEW_CHARS = 300
 
-SUMMARY_COLUMNS = (T.c.id, T.c.source, T.c.model, T.c.status, T.c.created_at, T.c.started_at,
-                   T.c.completed_at, T.c.prompt_tokens, T.c.completion_tokens, T.c.total_tokens,
+SUMMARY_COLUMNS = (T.c.id, T.c.conversation_id, T.c.source, T.c.model, T.c.status,
+                   T.c.created_at, T.c.started_at, T.c.completed_at, T.c.prompt_tokens,
+                   T.c.completion_tokens, T.c.total_tokens,
                    T.c.tokens_estimated, T.c.processing_time_ms, T.c.time_to_first_token_ms,
                    T.c.finish_reason, T.c.error, T.c.attempts, T.c.served_by)
 USAGE_COUNTERS = ("requests", "succeeded", "failed", "cancelled", "prompt_tokens",
@@ -41,6 +42,9 @@ class HistoryFilter:
     since: datetime | None = None
     until: datetime | None = None
     text: str | None = None
+    # Calls of a conversation are its turns (/conversations), not API calls: left out
+    # unless asked for.
+    conversations: bool = False
 
 
 def like_pattern(text: str) -> str:
@@ -62,6 +66,8 @@ class HistoryStore:
                          sa.func.substr(T.c.prompt, 1, PREVIEW_CHARS).label("prompt_preview"),
                          sa.func.substr(T.c.response, 1, PREVIEW_CHARS)
                          .label("response_preview")).where(T.c.user_id == user_id)
+        if not filters.conversations:
+            stmt = stmt.where(T.c.conversation_id.is_(None))
         if filters.model:
             stmt = stmt.where(T.c.model == filters.model)
         if filters.statuses:

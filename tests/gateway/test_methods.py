@@ -40,6 +40,8 @@ WRONG = [
     ("GET", f"/inference/{ID}/cancel", "POST"),
     ("POST", "/history", "GET, HEAD"),
     ("PUT", f"/history/{ID}", "GET, HEAD, DELETE"),
+    ("PUT", "/conversations", "GET, HEAD, POST"),
+    ("POST", f"/conversations/{ID}", "GET, HEAD, DELETE, PATCH"),
     ("POST", "/stats", "GET, HEAD"),
     ("DELETE", "/usage", "GET, HEAD"),
     ("POST", "/admin/upstreams", "GET, HEAD"),
