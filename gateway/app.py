@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 
 import httpx
 from starlette.applications import Starlette
@@ -17,11 +18,13 @@ from starlette.types import ASGIApp
 
 from gateway.auth.credentials import ApiKeyHasher, JwtCodec, PasswordHasher
 from gateway.auth.principal import Authenticator
+from gateway.auth.resets import PasswordResets
 from gateway.auth.throttle import AuthThrottle
 from gateway.catalog import ModelCatalog
 from gateway.chat.call import ATTEMPTS_HEADER, SERVED_BY_HEADER, CallServices
 from gateway.errors import APIError, handle_api_error, handle_http_exception, handle_unexpected
 from gateway.jobs import JobRunner
+from gateway.mail import SmtpMailer
 from gateway.metrics import MULTIPROC_ENV, Metrics
 from gateway.middleware import Envelope, FastRoutes
 from gateway.observe import RequestObserver
@@ -37,6 +40,7 @@ from gateway.routes import (
     legacy,
     limits,
     metrics,
+    password_reset,
 )
 from gateway.routing import MethodNotAllowed
 from gateway.settings import Settings, ensure_secrets, prepare_data_dir
@@ -49,6 +53,8 @@ from storage.conversations import ConversationStore
 from storage.engine import build_engine, session_factory
 from storage.history import HistoryStore
 from storage.jobs import JobStore
+from storage.models import utcnow
+from storage.password_resets import PasswordResetStore
 from storage.reads import ReadEngine
 from storage.spool import Spool
 from storage.writer import RequestWriter
@@ -73,9 +79,11 @@ def provider_configs(settings: Settings) -> list[ProviderConfig]:
 
 def create_app(settings: Settings, *,
                upstream_transport: httpx.AsyncBaseTransport | None = None,
-               clock: Callable[[], float] = time.monotonic) -> RequestObserver:
+               clock: Callable[[], float] = time.monotonic,
+               wall_clock: Callable[[], datetime] = utcnow) -> RequestObserver:
     """Build the ASGI app; ``upstream_transport`` replaces the upstream pool (bench, tests),
-    ``clock`` the monotonic clock of the circuit breakers (tests)."""
+    ``clock`` the monotonic clock of the circuit breakers, ``wall_clock`` the time password
+    reset links are issued and checked at (tests)."""
     settings = ensure_secrets(settings)
 
     @contextlib.asynccontextmanager
@@ -135,9 +143,20 @@ def create_app(settings: Settings, *,
             window_seconds=settings.login_window_seconds,
             max_delay=settings.login_delay_max_seconds,
             registrations_per_ip=settings.registrations_per_ip,
-            registration_window_seconds=settings.registration_window_seconds)
+            registration_window_seconds=settings.registration_window_seconds,
+            forgot_per_ip=settings.forgot_password_per_ip,
+            forgot_per_account=settings.forgot_password_per_account,
+            reset_per_ip=settings.reset_password_per_ip,
+            reset_window_seconds=settings.password_reset_window_seconds)
         state.auth = Authenticator(state.accounts, state.hasher, state.jwt,
                                    ttl=settings.auth_cache_seconds, touch=state.writer.touch_key)
+        mailer = (SmtpMailer(settings.smtp_url.get_secret_value(), sender=settings.mail_from,
+                             timeout=settings.mail_timeout_seconds)
+                  if settings.smtp_url is not None else None)
+        state.password_resets = PasswordResets(
+            state.accounts, PasswordResetStore(sessions), state.hasher, mailer,
+            public_url=settings.public_base_url,
+            ttl_seconds=settings.password_reset_ttl_seconds, clock=wall_clock)
         state.http = upstream_transport or build_upstream_transport(
             settings.upstream_max_connections)
         state.providers = ProviderRegistry()  # every installed provider plugin
@@ -181,6 +200,7 @@ def create_app(settings: Settings, *,
         finally:
             # Running jobs finish, or go back to pending, before anything they use closes.
             await state.jobs.stop(settings.shutdown_grace_seconds)
+            await state.password_resets.aclose(settings.mail_timeout_seconds)
             await state.leases.aclose()
             await state.writer.stop()
             await state.metrics.aclose()
@@ -192,9 +212,9 @@ def create_app(settings: Settings, *,
             await state.reads.dispose()
             await state.engine.dispose()
 
-    api = [*health.routes, *accounts.routes, *chat.routes, *limits.routes,
-           *legacy.routes, *history.routes, *conversations.routes, *admin.routes,
-           *metrics.routes]
+    api = [*health.routes, *accounts.routes, *password_reset.routes, *chat.routes,
+           *limits.routes, *legacy.routes, *history.routes, *conversations.routes,
+           *admin.routes, *metrics.routes]
     # The UI mounted at / matches every path: a wrong method on an API path must be a 405
     # (gateway/routing.py) before it gets there.
     routes = [*api, MethodNotAllowed(api, fast=chat.FAST), static_app.mount()]

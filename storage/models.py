@@ -52,6 +52,11 @@ class User(SQLModel, table=True):
     # May read the operator views (/admin/*); granted with `gateway set-admin`. The server
     # default gives existing rows (and inserts that omit it) the safe answer: no.
     is_admin: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    # Raised by a password reset: sessions (JWTs) carry the generation they were issued
+    # under and stop working once it moves on (gateway/auth/principal.py).
+    session_generation: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    password_changed_at: datetime | None = Field(default=None,
+                                                 sa_type=sa.DateTime(timezone=True))
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
 
@@ -74,6 +79,20 @@ class ApiKey(SQLModel, table=True):
     revoked_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
+
+
+class PasswordResetToken(SQLModel, table=True):
+    """A single-use password reset link; only the keyed hash of its token is stored."""
+
+    __tablename__ = "password_reset_tokens"
+
+    id: uuid.UUID = _uuid_pk()
+    user_id: uuid.UUID = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
+    # Set when the token is used, or when a newer request for the same account replaces it.
+    used_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    created_at: datetime = _ts()
 
 
 class InferenceRequest(SQLModel, table=True):

@@ -30,6 +30,8 @@ WRONG = [
     ("GET", "/auth/register", "POST"),
     ("GET", "/auth/login", "POST"),
     ("POST", "/auth/me", "GET, HEAD"),
+    ("GET", "/auth/forgot-password", "POST"),
+    ("PUT", "/auth/reset-password", "POST"),
     ("DELETE", "/auth/keys", "GET, HEAD, POST"),
     ("GET", f"/auth/keys/{ID}/regenerate", "POST"),
     ("GET", f"/auth/keys/{ID}", "DELETE"),

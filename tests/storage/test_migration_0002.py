@@ -88,12 +88,6 @@ def diff(conn: sa.Connection) -> list:
                             SQLModel.metadata)
 
 
-def later(difference: Any) -> bool:
-    """A difference between revision 0002 and the models that a later revision makes:
-    0003's conversations table and the calls' conversation_id."""
-    return "conversation" in str(difference)
-
-
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_0002_up_and_down_keeps_rows(backend: str, tmp_path: Path) -> None:
     url = (f"sqlite+aiosqlite:///{tmp_path / 'm.db'}" if backend == "sqlite"
@@ -102,7 +96,10 @@ def test_0002_up_and_down_keeps_rows(backend: str, tmp_path: Path) -> None:
     run(url, fill)
 
     run_sync(upgrade, url, "0002")
-    assert [d for d in run(url, diff) if not later(d)] == []
+    # Later revisions add more; that the head matches the models is checked at the end.
+    assert "is_admin" in run(url, lambda c: columns(c, "users"))
+    assert {"served_by", "upstream_attempts"} <= run(
+        url, lambda c: columns(c, "inference_requests"))
     user = models.User.__table__
     requests = models.InferenceRequest.__table__
     # Existing rows: not an admin, nothing recorded about upstream attempts.

@@ -25,7 +25,8 @@ def test_0003_up_and_down_keeps_rows(backend: str, tmp_path: Path) -> None:
     run(url, fill)
 
     run_sync(upgrade, url, "0003")
-    assert run(url, diff) == []
+    # Later revisions add more; that the head matches the models is checked at the end.
+    assert "conversation_id" in run(url, lambda c: columns(c, "inference_requests"))
     requests = models.InferenceRequest.__table__
     conversations = models.Conversation.__table__
     assert run(url, lambda c: c.execute(
