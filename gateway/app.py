@@ -27,7 +27,17 @@ from gateway.middleware import Envelope, FastRoutes
 from gateway.observe import RequestObserver
 from gateway.ratelimit import LeaseRenewer, build_limiter, choose_backend
 from gateway.resilience.router import Router
-from gateway.routes import accounts, admin, chat, health, history, legacy, limits, metrics
+from gateway.routes import (
+    accounts,
+    admin,
+    chat,
+    embeddings,
+    health,
+    history,
+    legacy,
+    limits,
+    metrics,
+)
 from gateway.routing import MethodNotAllowed
 from gateway.settings import Settings, ensure_secrets, prepare_data_dir
 from gateway.tokens import TokenCounter
@@ -167,7 +177,7 @@ def create_app(settings: Settings, *,
                 await state.redis.aclose()
             await state.engine.dispose()
 
-    api = [*health.routes, *accounts.routes, *chat.routes, *limits.routes,
+    api = [*health.routes, *accounts.routes, *chat.routes, *embeddings.routes, *limits.routes,
            *legacy.routes, *history.routes, *admin.routes, *metrics.routes]
     # The UI mounted at / matches every path: a wrong method on an API path must be a 405
     # (gateway/routing.py) before it gets there.
