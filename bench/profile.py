@@ -44,7 +44,9 @@ BUCKETS = [("gateway/", "ours: gateway"), ("providers/", "ours: providers"),
 PHASES = [
     ("Authenticator.", "auth (key hash + cache)"), ("json_object", "request body + orjson"),
     ("parse_chat", "validation (parse_chat)"), ("TokenCounter.", "token counts"),
-    ("ChatCall.__init__", "call setup"), ("ChatCall.admit", "rate limiter (admit)"),
+    # Call (gateway/call.py) holds the lifecycle every kind of call shares; ChatCall, chat's part.
+    ("ChatCall.__init__", "call setup"), ("Call.__init__", "call setup"),
+    ("Call.admit", "rate limiter (admit)"),
     # The upstream call itself, under the routing layer that chose and judged it.
     ("HTTPStreamProvider.", "upstream call (provider + transport)"),
     ("OpenAIProvider.", "upstream call (provider + transport)"),
@@ -55,7 +57,7 @@ PHASES = [
     ("ChatCall.complete", "non-streaming: the call (ours)"),
     ("ChatCall.open", "stream: open (ours)"),
     ("ChatCall.relay", "stream: relay (ours)"), ("ChatCall._count", "usage"),
-    ("ChatCall.finish", "finish: release + record + enqueue"), ("ChunkEncoder.", "SSE encoding"),
+    ("Call.finish", "finish: release + record + enqueue"), ("ChunkEncoder.", "SSE encoding"),
     ("_sse", "SSE generator (ours, other)"), ("EventStreamResponse.", "SSE response"),
     ("_complete", "non-streaming: JSON response"), ("Envelope.", "envelope (ids, headers)"),
     ("ModelCatalog.", "model routing"), ("chat_completions", "route handler (other)"),

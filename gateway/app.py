@@ -35,6 +35,7 @@ from gateway.routes import (
     admin,
     chat,
     conversations,
+    embeddings,
     health,
     history,
     legacy,
@@ -213,8 +214,8 @@ def create_app(settings: Settings, *,
             await state.engine.dispose()
 
     api = [*health.routes, *accounts.routes, *password_reset.routes, *chat.routes,
-           *limits.routes, *legacy.routes, *history.routes, *conversations.routes,
-           *admin.routes, *metrics.routes]
+           *embeddings.routes, *limits.routes, *legacy.routes, *history.routes,
+           *conversations.routes, *admin.routes, *metrics.routes]
     # The UI mounted at / matches every path: a wrong method on an API path must be a 405
     # (gateway/routing.py) before it gets there.
     routes = [*api, MethodNotAllowed(api, fast=chat.FAST), static_app.mount()]

@@ -18,7 +18,7 @@ from gateway.errors import model_not_found
 from gateway.resilience.balance import Balancer, Deployment
 from gateway.resilience.breaker import CircuitBreaker
 from gateway.settings import ModelRoute, ProviderSettings
-from providers.base import Provider
+from providers.base import Provider, capabilities
 
 log = logging.getLogger("gateway")
 
@@ -36,6 +36,8 @@ class Route:
     owned_by: str
     timeout: float  # the call's deadline, from its start: the first target's total_timeout
     supports_n: bool  # some target can answer n > 1 choices in one call
+    capabilities: frozenset[str]  # what some target can be called for: chat, embeddings
+    description: str | None  # what the first target's provider says of the model, if anything
 
 
 class ModelCatalog:
@@ -55,11 +57,13 @@ class ModelCatalog:
                 deployment = self._deployments.get(key)
                 if deployment is None:
                     settings = provider_settings[target.provider]
+                    provider = providers[target.provider]
                     deployment = Deployment(
-                        provider_name=target.provider, provider=providers[target.provider],
+                        provider_name=target.provider, provider=provider,
                         upstream=target.upstream, max_retries=settings.max_retries,
                         breaker=CircuitBreaker(settings.breaker_failures,
-                                               settings.breaker_cooldown_seconds, clock))
+                                               settings.breaker_cooldown_seconds, clock),
+                        capabilities=capabilities(provider, target.upstream))
                     self._deployments[key] = deployment
                 targets.append((deployment, target.weight))
             first = provider_settings[targets[0][0].provider_name]
@@ -71,7 +75,9 @@ class ModelCatalog:
                                                 spec.context_fallbacks, routes),
                 owned_by=first.owned_by or targets[0][0].provider_name,
                 timeout=first.total_timeout,
-                supports_n=any(d.provider.supports_n for d, _ in targets))
+                supports_n=any(d.provider.supports_n for d, _ in targets),
+                capabilities=frozenset().union(*(d.capabilities for d, _ in targets)),
+                description=_description(targets[0][0]))
         self._created = created
 
     @staticmethod
@@ -97,8 +103,13 @@ class ModelCatalog:
         return [self._routes[name] for name in names if principal.plan.allows_model(name)]
 
     def describe(self, route: Route) -> dict[str, Any]:
-        return {"id": route.public, "object": "model", "created": self._created,
-                "owned_by": route.owned_by}
+        """A model as ``/v1/models`` lists it: OpenAI's fields, plus ``capabilities`` (the
+        gateway's APIs it can be called through) and the provider's ``description``."""
+        out = {"id": route.public, "object": "model", "created": self._created,
+               "owned_by": route.owned_by, "capabilities": sorted(route.capabilities)}
+        if route.description:
+            out["description"] = route.description
+        return out
 
     def visible_to(self, principal: Principal) -> list[dict[str, Any]]:
         return [self.describe(r) for name, r in sorted(self._routes.items())
@@ -115,3 +126,9 @@ class ModelCatalog:
                         "context_fallbacks": list(r.context_fallbacks)}
                        for _, r in sorted(self._routes.items())],
         }
+
+
+def _description(deployment: Deployment) -> str | None:
+    """A provider's own words on one of its models (``description(upstream)``), if any."""
+    describe = getattr(deployment.provider, "description", None)
+    return describe(deployment.upstream) if callable(describe) else None

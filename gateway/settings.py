@@ -114,6 +114,7 @@ DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {
         "llama-3-8b": "meta-llama/Llama-3-8b-chat-hf"}},
 }
 DEMO_MODEL = "gateway-demo"
+DEMO_EMBED_MODEL = "gateway-demo-embed"  # providers/demo_embed.py: offline, not semantic
 
 
 class Settings(BaseSettings):
@@ -280,7 +281,7 @@ class Settings(BaseSettings):
 
     def _known_models(self) -> set[str]:
         """Every public model name the configuration can give (enabled or not)."""
-        names = {DEMO_MODEL, *self.models}
+        names = {DEMO_MODEL, DEMO_EMBED_MODEL, *self.models}
         for route in self.models.values():
             names.update(route.aliases)
         for spec in (*DEFAULT_PROVIDERS.values(), *self.providers.values()):
@@ -324,7 +325,8 @@ class Settings(BaseSettings):
         """Configured upstreams: the demo, the seed defaults that have keys, then the config."""
         out: dict[str, ProviderSettings] = {}
         if self.demo_enabled:
-            out["demo"] = ProviderSettings(kind="demo", models=[DEMO_MODEL], owned_by="demo",
+            out["demo"] = ProviderSettings(kind="demo", models=[DEMO_MODEL, DEMO_EMBED_MODEL],
+                                           owned_by="demo",
                                            options={"delay_ms": self.demo_delay_ms})
         keys = {"openai": self.openai_api_key, "anthropic": self.anthropic_api_key,
                 "together": self.together_api_key}

@@ -80,3 +80,8 @@ class TokenCounter:
                 elif text:
                     total += -(-len(text.encode()) // _BYTES_PER_TOKEN)
         return total
+
+    @staticmethod
+    def estimate_texts(texts: Iterable[str]) -> int:
+        """A quick upper estimate of plain texts (embedding inputs): UTF-8 bytes / 2."""
+        return sum(-(-len(text.encode()) // _BYTES_PER_TOKEN) for text in texts)

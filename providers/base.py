@@ -74,6 +74,48 @@ class ChatRequest:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+EmbeddingInput = str | list[str] | list[int] | list[list[int]]
+
+# What a model can be called for: /v1/chat/completions and /v1/embeddings.
+CHAT = "chat"
+EMBEDDINGS = "embeddings"
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingRequest:
+    """A validated embeddings request in OpenAI's shape, addressed to an upstream model.
+
+    ``input`` is a string, a list of strings, a list of token ids or a list of those;
+    ``encoding_format`` is None when the caller did not say (OpenAI's default: float).
+    ``extra`` holds unknown top-level fields, passed through."""
+
+    model: str
+    input: EmbeddingInput
+    encoding_format: str | None = None
+    dimensions: int | None = None
+    user: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def embedding_items(value: EmbeddingInput) -> list[str] | list[list[int]]:
+    """The inputs one by one: a lone string or token array is one input."""
+    if isinstance(value, str):
+        return [value]
+    if value and isinstance(value[0], int):
+        return [value]  # type: ignore[list-item]
+    return list(value)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingResult:
+    """One vector per input, in input order: a list of floats, or the upstream's own
+    base64 string (little-endian float32) kept untouched. ``prompt_tokens`` is None when
+    the upstream did not say."""
+
+    vectors: list[list[float] | str]
+    prompt_tokens: int | None
+
+
 @dataclass(frozen=True, slots=True)
 class CallContext:
     """Per-call facts a provider may use (for headers, logs and time limits), never for
@@ -131,6 +173,26 @@ class Provider(Protocol):
     async def aclose(self) -> None:
         """Release anything the provider holds (not the shared transport)."""
         ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """The optional embeddings capability of a provider."""
+
+    async def embed(self, req: EmbeddingRequest, ctx: CallContext) -> EmbeddingResult:
+        """One upstream embeddings call; the same typed errors as chat."""
+        ...
+
+
+def capabilities(provider: Provider, upstream: str) -> frozenset[str]:
+    """What a provider's ``upstream`` model can be called for. A provider may say per model
+    (``capabilities(upstream)``, as the demo does); otherwise every model chats, and embeds
+    too when the provider has ``embed`` (an OpenAI-compatible upstream alone knows which of
+    its models embed)."""
+    own = getattr(provider, "capabilities", None)
+    if callable(own):
+        return frozenset(own(upstream))
+    return frozenset({CHAT, EMBEDDINGS}) if isinstance(provider, Embedder) else frozenset({CHAT})
 
 
 class ProviderFactory(Protocol):

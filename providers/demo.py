@@ -17,21 +17,29 @@ import httpx
 import orjson
 
 from providers.base import (
+    CHAT,
+    EMBEDDINGS,
     CallContext,
     ChatRequest,
     Chunk,
+    EmbeddingRequest,
+    EmbeddingResult,
     Finish,
     ProviderConfig,
     TextDelta,
     ToolCallDelta,
     Usage,
+    embedding_items,
 )
+from providers.demo_embed import DIMENSIONS, demo_tokens, demo_vector
+from providers.errors import UpstreamBadRequest
 from providers.upstream import first_set
 
 DEFAULT_DELAY_MS = 20.0
 _PIECES = re.compile(r"\s*\S+|\s+")  # words with their leading space
 _PLACE = re.compile(r"\b(?:in|for|at)\s+([A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*)")
 _ECHO_LIMIT = 300
+EMBEDDING_MODEL = "gateway-demo-embed"  # the demo's upstream model that embeds (only)
 
 
 def message_text(content: Any) -> str:
@@ -68,7 +76,8 @@ def compose_reply(messages: list[dict[str, Any]]) -> str:
 
 
 class DemoProvider:
-    """Streams a canned, question-echoing reply word by word."""
+    """Streams a canned, question-echoing reply word by word; its ``gateway-demo-embed``
+    model embeds offline (providers/demo_embed.py)."""
 
     kind: ClassVar[str] = "demo"
     supports_n: ClassVar[bool] = True
@@ -78,12 +87,43 @@ class DemoProvider:
         self.config = config
         self._delay = float(config.options.get("delay_ms", DEFAULT_DELAY_MS)) / 1000.0
 
+    @staticmethod
+    def capabilities(upstream: str) -> frozenset[str]:
+        """The embedding model only embeds; every other demo model only chats."""
+        return frozenset({EMBEDDINGS} if upstream == EMBEDDING_MODEL else {CHAT})
+
+    @staticmethod
+    def description(upstream: str) -> str:
+        """What /v1/models says of each demo model: honest about what it is."""
+        if upstream == EMBEDDING_MODEL:
+            return (f"Offline demo embeddings: deterministic hashed word and character "
+                    f"features, {DIMENSIONS} dimensions, L2-normalised. For testing the "
+                    "wiring, not for semantic search.")
+        return "Offline demo chat model: a canned, question-echoing reply, for testing."
+
+    async def embed(self, req: EmbeddingRequest, ctx: CallContext) -> EmbeddingResult:
+        """Hashed-feature vectors (not semantic: for wiring tests), words as tokens."""
+        if req.model != EMBEDDING_MODEL:
+            raise UpstreamBadRequest(f"the demo model {req.model!r} does not embed; use "
+                                     f"{EMBEDDING_MODEL!r}", param="model")
+        dimensions = DIMENSIONS if req.dimensions is None else req.dimensions
+        if not 1 <= dimensions <= DIMENSIONS:
+            raise UpstreamBadRequest(f"'dimensions' must be between 1 and {DIMENSIONS} for "
+                                     f"{EMBEDDING_MODEL!r}; got {dimensions}",
+                                     param="dimensions")
+        items = embedding_items(req.input)
+        return EmbeddingResult(vectors=[demo_vector(item, dimensions) for item in items],
+                               prompt_tokens=sum(demo_tokens(item) for item in items))
+
     async def complete_chat(self, req: ChatRequest, ctx: CallContext) -> list[Chunk]:
         """The same reply, returned once it is all written (paced like the stream)."""
         return [chunk async for chunk in self.stream_chat(req, ctx)]
 
     async def stream_chat(self, req: ChatRequest, ctx: CallContext) -> AsyncIterator[Chunk]:
         """Yield the reply (or a tool call) with realistic pacing, then usage."""
+        if req.model == EMBEDDING_MODEL:
+            raise UpstreamBadRequest(f"{EMBEDDING_MODEL!r} is an embedding model; call "
+                                     "/v1/embeddings with it", param="model")
         choices = range(int(req.params.get("n") or 1))
         prompt_tokens = count_words(message_text(m.get("content")) for m in req.messages)
         tool = self._tool_to_call(req)

@@ -6,9 +6,20 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
+import orjson
 
-from providers.base import CallContext, ChatRequest, Chunk, ModelInfo, ProviderConfig
-from providers.errors import ProviderError
+from providers.base import (
+    CallContext,
+    ChatRequest,
+    Chunk,
+    EmbeddingRequest,
+    EmbeddingResult,
+    ModelInfo,
+    ProviderConfig,
+    embedding_items,
+)
+from providers.errors import ProviderError, UpstreamProtocolError
+from providers.openai_embeddings import embeddings_body, parse_embeddings
 from providers.openai_format import (
     OpenAIStreamParser,
     build_openai_body,
@@ -21,6 +32,7 @@ from providers.upstream import (
     HTTPStreamProvider,
     UpstreamCall,
     load_json,
+    unreadable_body,
     upstream_headers,
 )
 
@@ -40,6 +52,7 @@ class OpenAIProvider(HTTPStreamProvider):
         # Built once: parsing the URL and merging headers per call showed up in profiles.
         self._chat_url = httpx.URL(f"{self._base_url}/chat/completions")
         self._models_url = httpx.URL(f"{self._base_url}/models")
+        self._embeddings_url = httpx.URL(f"{self._base_url}/embeddings")
         self._stream_headers = self._headers("text/event-stream")
         self._json_headers = self._headers("application/json")
         self._include_usage = bool(config.options.get("stream_options",
@@ -60,6 +73,24 @@ class OpenAIProvider(HTTPStreamProvider):
 
     def completion_chunks(self, payload: dict[str, Any]) -> list[Chunk]:
         return self.parser_class(self.config.name).completion(payload)
+
+    async def embed(self, req: EmbeddingRequest, ctx: CallContext) -> EmbeddingResult:
+        """``POST {base_url}/embeddings``, read whole within the call's limits."""
+        headers = [*self._json_headers, ("x-client-request-id", ctx.request_id)]
+        raw = await self.fetch_json("POST", self._embeddings_url, headers,
+                                    orjson.dumps(embeddings_body(req)), ctx=ctx)
+        name = self.config.name
+        payload = load_json(raw)
+        if not isinstance(payload, dict):
+            raise unreadable_body(UpstreamProtocolError, name, "expected a JSON object", raw)
+        if payload.get("error"):  # some compatible servers answer errors with 200
+            raise self.error_from_payload(payload) or unreadable_body(
+                UpstreamProtocolError, name, "answered with an error we could not read", raw)
+        try:
+            return parse_embeddings(payload, len(embedding_items(req.input)))
+        except (AttributeError, TypeError, KeyError, ValueError) as exc:
+            raise unreadable_body(UpstreamProtocolError, name,
+                                  "sent embeddings of an unexpected shape", raw) from exc
 
     async def list_models(self) -> list[ModelInfo]:
         """The upstream's ``GET /models`` (either list shape)."""

@@ -21,7 +21,7 @@ class CallRecord:
     user_id: uuid.UUID
     api_key_id: uuid.UUID | None
     request_id: str | None
-    source: str  # v1 | legacy
+    source: str  # v1 | legacy | embed
     model: str  # the public model name the caller asked for
     provider: str  # the target that served the call (or was tried last)
     upstream_model: str | None

@@ -13,7 +13,7 @@ from operator import itemgetter
 from typing import Any, Literal
 
 from gateway.resilience.breaker import CircuitBreaker
-from providers.base import Provider
+from providers.base import CHAT, Provider
 
 Strategy = Literal["weighted", "least-busy"]
 STRATEGIES: tuple[Strategy, ...] = ("weighted", "least-busy")
@@ -40,6 +40,7 @@ class Deployment:
     max_retries: int
     breaker: CircuitBreaker
     in_flight: int = field(default=0)
+    capabilities: frozenset[str] = frozenset({CHAT})  # providers.base.capabilities
 
     @property
     def name(self) -> str:

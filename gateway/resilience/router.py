@@ -71,6 +71,7 @@ class _Trial:
     attempts: list[Attempt]
     deadline: float  # time.monotonic() by which the call must end
     needs_n: bool
+    needs: str | None  # a capability every target tried must have (embeddings), if any
     last: ProviderError | None = None
     paused: list[float] = field(default_factory=list)  # breakers' waits, for the 503
 
@@ -93,14 +94,16 @@ class Router:
 
     async def run(self, route: Route, principal: Principal,
                   call: Callable[[Deployment], Awaitable[T]], attempts: list[Attempt], *,
-                  deadline: float, needs_n: bool = False) -> tuple[T, Served]:
+                  deadline: float, needs_n: bool = False,
+                  needs: str | None = None) -> tuple[T, Served]:
         """``call`` one deployment after another until one answers; the answer and who
         gave it. Raises the last ``ProviderError`` when all failed, or a 503 ``APIError``
         when breakers kept every target from being called. ``attempts`` gets each call.
+        With ``needs``, targets (and fallbacks) without that capability are passed over.
 
         The deployment that answered keeps the call counted in its ``in_flight``: the
         caller ends it (``Served.deployment.in_flight -= 1``) when the call ends."""
-        trial = _Trial(attempts, deadline, needs_n)
+        trial = _Trial(attempts, deadline, needs_n, needs)
         routes = [route]
         rerouted = False
         i = 0
@@ -135,6 +138,8 @@ class Router:
         refusal of the request itself (a 400, or a prompt too long), which no retry fixes."""
         for deployment in route.balancer.order():
             if trial.needs_n and not deployment.provider.supports_n:
+                continue
+            if trial.needs is not None and trial.needs not in deployment.capabilities:
                 continue
             for retry in range(deployment.max_retries + 1):
                 if time.monotonic() >= trial.deadline:

@@ -22,7 +22,7 @@ from gateway.http import JSONResponse
 from storage.history import USAGE_COUNTERS, HistoryFilter
 
 STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
-SOURCES = ("v1", "legacy")
+SOURCES = ("v1", "legacy", "embed")
 MAX_LIMIT = 100
 MAX_STATS_DAYS = 366
 MAX_QUERY_CHARS = 500
@@ -164,7 +164,7 @@ def _filters(request: Request) -> HistoryFilter:
                           "(comma-separated for several)")
     source = query.get("source") or None
     if source is not None and source not in SOURCES:
-        raise invalid("source", "'source' must be 'v1' or 'legacy'")
+        raise invalid("source", "'source' must be 'v1', 'legacy' or 'embed'")
     model = _text_param(request, "model", MAX_MODEL_CHARS)
     text = _text_param(request, "q", MAX_QUERY_CHARS)
     since, until = _when(request, "from", end=False), _when(request, "to", end=True)

@@ -23,6 +23,7 @@ WRONG = [
     ("PUT", "/v1/chat/completions", "POST"),
     ("DELETE", "/v1/chat/completions", "POST"),
     ("PATCH", "/v1/chat/completions", "POST"),
+    ("GET", "/v1/embeddings", "POST"),
     ("POST", "/v1/models", "GET, HEAD"),
     ("DELETE", "/v1/models/gpt-4o", "GET, HEAD"),
     ("POST", "/health", "GET, HEAD"),

@@ -25,7 +25,7 @@ def test_embedded_defaults(tmp_path: Path) -> None:
     s = load_settings(data_dir=tmp_path)
     assert s.effective_database_url == f"sqlite+aiosqlite:///{tmp_path.resolve()}/gateway.db"
     assert s.rate_limit_backend == "auto"
-    assert list(s.model_routes()) == ["gateway-demo"]
+    assert list(s.model_routes()) == ["gateway-demo", "gateway-demo-embed"]
 
 
 def test_env_and_aliases(monkeypatch: pytest.MonkeyPatch) -> None:

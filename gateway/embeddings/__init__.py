@@ -1,0 +1,1 @@
+"""``POST /v1/embeddings``: the request, the call and the answer."""
