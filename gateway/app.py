@@ -13,6 +13,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from gateway.auth.credentials import ApiKeyHasher, JwtCodec, PasswordHasher
@@ -26,7 +27,7 @@ from gateway.metrics import MULTIPROC_ENV, Metrics, RequestMetrics
 from gateway.middleware import Envelope, FastRoutes
 from gateway.ratelimit import LeaseRenewer, build_limiter, choose_backend
 from gateway.resilience.router import Router
-from gateway.routes import accounts, admin, chat, health, history, legacy, limits, metrics
+from gateway.routes import accounts, admin, chat, health, history, legacy, limits, metrics, openapi
 from gateway.routing import MethodNotAllowed
 from gateway.settings import Settings, ensure_secrets, prepare_data_dir
 from gateway.tokens import TokenCounter
@@ -53,6 +54,13 @@ def provider_configs(settings: Settings) -> list[ProviderConfig]:
                            max_response_bytes=spec.max_response_bytes,
                            headers=spec.headers, options=spec.options)
             for name, spec in settings.provider_settings().items()]
+
+
+def api_routes() -> list[BaseRoute]:
+    """Every API route the router serves (the hot ``chat.FAST`` ones aside), each of them
+    described in gateway/openapi.py (tests/gateway/test_openapi.py checks it)."""
+    return [*health.routes, *accounts.routes, *chat.routes, *limits.routes,
+            *legacy.routes, *history.routes, *admin.routes, *metrics.routes, *openapi.routes]
 
 
 def create_app(settings: Settings, *,
@@ -166,8 +174,7 @@ def create_app(settings: Settings, *,
                 await state.redis.aclose()
             await state.engine.dispose()
 
-    api = [*health.routes, *accounts.routes, *chat.routes, *limits.routes,
-           *legacy.routes, *history.routes, *admin.routes, *metrics.routes]
+    api = api_routes()
     # The UI mounted at / matches every path: a wrong method on an API path must be a 405
     # (gateway/routing.py) before it gets there.
     routes = [*api, MethodNotAllowed(api, fast=chat.FAST), static_app.mount()]
