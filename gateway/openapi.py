@@ -10,6 +10,7 @@ tests/gateway/test_openapi_fuzz.py checks the answers against it with schemathes
 
 from __future__ import annotations
 
+import copy
 import functools
 from typing import Any
 
@@ -418,8 +419,9 @@ SECURITY_SCHEMES = {
 
 
 def document() -> dict[str, Any]:
-    """The OpenAPI document as data."""
-    return {
+    """The OpenAPI document as data: a copy, so a caller that edits it (schemathesis adds
+    links) cannot change what is served."""
+    return copy.deepcopy({
         "openapi": "3.1.0",
         "info": {"title": "LLM gateway", "version": "1",
                  "description": "An OpenAI-compatible gateway. Errors have OpenAI's shape "
@@ -430,7 +432,7 @@ def document() -> dict[str, Any]:
             "responses": {name: error_response(status) for status, (name, _) in ERRORS.items()},
             "securitySchemes": SECURITY_SCHEMES,
         },
-    }
+    })
 
 
 @functools.cache
