@@ -83,3 +83,18 @@ def test_served_without_credentials_and_built_once(gateway: GatewayServer) -> No
     # Encoded once, on the first request; later ones send the same bytes object.
     assert document_bytes() is document_bytes()
     assert httpx.post(gateway.url + "/openapi.json").status_code == 405
+
+
+def test_operations_declaring_security_refuse_calls_without_it(gateway: GatewayServer) -> None:
+    """Each operation the document marks as needing a credential answers 401 in OpenAI's
+    shape without one, and each it marks as open answers without one."""
+    some_id = "3f2b8c1e-0000-4000-8000-000000000001"
+    for path, item in document()["paths"].items():
+        url = gateway.url + re.sub(r"\{\w+\}", some_id, path)
+        for method, op in item.items():
+            r = httpx.request(method.upper(), url, json={} if "requestBody" in op else None)
+            if op["security"] and {} not in op["security"]:
+                assert r.status_code == 401, (method, path, r.status_code, r.text)
+                assert r.json()["error"]["type"] == "authentication_error", (method, path)
+            else:
+                assert r.status_code != 401, (method, path, r.text)

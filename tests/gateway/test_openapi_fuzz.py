@@ -27,6 +27,7 @@ from schemathesis.specs.openapi.checks import (
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
 )
 
 from gateway.app import create_app
@@ -36,8 +37,12 @@ from tests.conftest import Account, make_settings, register, set_plan
 from tests.servers import GatewayServer, running
 
 MAX_EXAMPLES = 10
+# The answers as documented, and a method a path does not take is a 405 with Allow
+# (unsupported_method). Not ignored_auth: it takes the credential this test adds for
+# schemathesis' own guess (and fails every operation); tests/gateway/test_openapi.py checks
+# that each operation declaring security refuses a call without it.
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance, response_headers_conformance]
+          response_schema_conformance, response_headers_conformance, unsupported_method]
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +121,6 @@ def prepare(case: Any, gateway: GatewayServer, account: Account) -> dict[str, st
                                  HealthCheck.function_scoped_fixture])
 def test_every_answer_matches_the_document(case: Any, fuzz_gateway: GatewayServer,
                                            fuzz_account: Account) -> None:
-    headers = prepare(case, fuzz_gateway, fuzz_account)
-    case.call_and_validate(base_url=fuzz_gateway.url, headers=headers, checks=CHECKS,
+    credential = prepare(case, fuzz_gateway, fuzz_account)
+    case.call_and_validate(base_url=fuzz_gateway.url, headers=credential, checks=CHECKS,
                            timeout=30)
