@@ -34,7 +34,7 @@ from gateway.app import create_app
 from gateway.openapi import document
 from gateway.settings import DEMO_MODEL
 from tests.conftest import Account, make_settings, register, set_plan
-from tests.servers import GatewayServer, running
+from tests.servers import GatewayServer, running, wait_for
 
 MAX_EXAMPLES = 10
 # The answers as documented, and a method a path does not take is a 405 with Allow
@@ -124,3 +124,51 @@ def test_every_answer_matches_the_document(case: Any, fuzz_gateway: GatewayServe
     credential = prepare(case, fuzz_gateway, fuzz_account)
     case.call_and_validate(base_url=fuzz_gateway.url, headers=credential, checks=CHECKS,
                            timeout=30)
+
+
+def conforms(method: str, path: str, response: httpx.Response) -> None:
+    """``response`` has a documented status, and a body that matches its schema."""
+    assert str(response.status_code) in document()["paths"][path][method.lower()]["responses"]
+    schema[path][method].validate_response(response)
+
+
+def test_answers_random_cases_rarely_reach_match_the_document(
+        fuzz_gateway: GatewayServer, fuzz_account: Account) -> None:
+    """The successes random data seldom reaches: a login, a finished job's result, a plain
+    and a streamed completion, a duplicate registration and a plan's 429."""
+    url, key = fuzz_gateway.url, {"authorization": f"Bearer {fuzz_account.api_key}"}
+    login = httpx.post(url + "/auth/login", json={"email": fuzz_account.email,
+                                                  "password": fuzz_account.password})
+    assert login.status_code == 200, login.text
+    conforms("POST", "/auth/login", login)
+    again = httpx.post(url + "/auth/register", json={"email": fuzz_account.email,
+                                                     "password": "another long one 7"})
+    assert again.status_code == 409, again.text
+    conforms("POST", "/auth/register", again)
+
+    job = fresh_job(fuzz_gateway, fuzz_account)
+    assert wait_for(lambda: httpx.get(f"{url}/inference/{job}", headers=key).json()["status"]
+                    == "completed", timeout=15)
+    conforms("GET", "/inference/{id}/result",
+             httpx.get(f"{url}/inference/{job}/result", headers=key))
+    conforms("GET", "/history/{id}", httpx.get(f"{url}/history/{job}", headers=key))
+
+    body = {"model": DEMO_MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    plain = httpx.post(url + "/v1/chat/completions", json=body, headers=key)
+    assert plain.status_code == 200, plain.text
+    conforms("POST", "/v1/chat/completions", plain)
+    streamed = httpx.post(url + "/v1/chat/completions", json={**body, "stream": True},
+                          headers=key)
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    assert streamed.text.endswith("data: [DONE]\n\n")
+
+    # The plan's requests per minute are per user: a fresh user, so the one allowed is free.
+    other = register(url)
+    limited = httpx.post(url + "/auth/keys", json={"limits": {"requests_per_minute": 1}},
+                         headers={"authorization": f"Bearer {other.token}"}).json()
+    answers = [httpx.post(url + "/v1/chat/completions", json=body,
+                          headers={"authorization": f"Bearer {limited['key']}"})
+               for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 429], answers[-1].text
+    conforms("POST", "/v1/chat/completions", answers[1])
+    assert answers[1].headers["retry-after"].isdigit()
