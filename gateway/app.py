@@ -14,6 +14,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from gateway.auth.credentials import ApiKeyHasher, JwtCodec, PasswordHasher
@@ -41,6 +42,7 @@ from gateway.routes import (
     legacy,
     limits,
     metrics,
+    openapi,
     password_reset,
 )
 from gateway.routing import MethodNotAllowed
@@ -76,6 +78,14 @@ def provider_configs(settings: Settings) -> list[ProviderConfig]:
                            max_response_bytes=spec.max_response_bytes,
                            headers=spec.headers, options=spec.options)
             for name, spec in settings.provider_settings().items()]
+
+
+def api_routes() -> list[BaseRoute]:
+    """Every API route the router serves (the hot ``chat.FAST`` ones aside), each of them
+    described in gateway/openapi.py (tests/gateway/test_openapi.py checks it)."""
+    return [*health.routes, *accounts.routes, *password_reset.routes, *chat.routes,
+            *embeddings.routes, *limits.routes, *legacy.routes, *history.routes,
+            *conversations.routes, *admin.routes, *metrics.routes, *openapi.routes]
 
 
 def create_app(settings: Settings, *,
@@ -213,9 +223,7 @@ def create_app(settings: Settings, *,
             await state.reads.dispose()
             await state.engine.dispose()
 
-    api = [*health.routes, *accounts.routes, *password_reset.routes, *chat.routes,
-           *embeddings.routes, *limits.routes, *legacy.routes, *history.routes,
-           *conversations.routes, *admin.routes, *metrics.routes]
+    api = api_routes()
     # The UI mounted at / matches every path: a wrong method on an API path must be a 405
     # (gateway/routing.py) before it gets there.
     routes = [*api, MethodNotAllowed(api, fast=chat.FAST), static_app.mount()]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
@@ -26,6 +27,14 @@ class JSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """UTC-aware timestamps (SQLite hands them back naive): every timestamp an answer
+    carries has its offset, as RFC 3339 (and the OpenAPI document's date-time) demand."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
 
 
 async def json_object(request: Request) -> dict[str, Any]:

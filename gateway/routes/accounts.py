@@ -14,14 +14,14 @@ from gateway.audit import audit
 from gateway.auth.credentials import mask_key
 from gateway.auth.principal import Principal
 from gateway.errors import APIError, invalid, not_found
-from gateway.http import JSONResponse, client_ip, json_object
+from gateway.http import JSONResponse, aware, client_ip, json_object
 from storage.accounts import EmailTaken
 from storage.models import ApiKey, User
 
 
 def user_view(user: User) -> dict[str, Any]:
     return {"id": str(user.id), "email": user.email, "subscription_tier": user.subscription_tier,
-            "status": user.status, "created_at": user.created_at}
+            "status": user.status, "created_at": aware(user.created_at)}
 
 
 LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "concurrent_requests")
@@ -29,8 +29,8 @@ LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "concurrent_requests
 
 def key_view(key: ApiKey) -> dict[str, Any]:
     return {"id": str(key.id), "name": key.name, "masked": mask_key(key.key_prefix, key.key_suffix),
-            "status": key.status, "created_at": key.created_at, "last_used_at": key.last_used_at,
-            "revoked_at": key.revoked_at,
+            "status": key.status, "created_at": aware(key.created_at),
+            "last_used_at": aware(key.last_used_at), "revoked_at": aware(key.revoked_at),
             "limits": {f: getattr(key, f) for f in LIMIT_FIELDS if getattr(key, f) is not None}}
 
 

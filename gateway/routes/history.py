@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from gateway.audit import audit
 from gateway.errors import invalid, not_found
-from gateway.http import JSONResponse
+from gateway.http import JSONResponse, aware
 from storage.history import USAGE_COUNTERS, HistoryFilter
 
 STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
@@ -29,13 +29,6 @@ MAX_QUERY_CHARS = 500
 MAX_MODEL_CHARS = 200  # the column's length: a longer name matches nothing
 MAX_CURSOR_CHARS = 200  # a real cursor is about 100
 INTEGER = re.compile(r"[+-]?[0-9]{1,12}")
-
-
-def aware(value: datetime | None) -> datetime | None:
-    """UTC-aware timestamps (SQLite hands them back naive)."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
 
 
 def path_id(request: Request) -> uuid.UUID:

@@ -19,10 +19,10 @@ from gateway.auth.principal import Principal
 from gateway.chat.call import prompt_text
 from gateway.chat.request import ParsedChat, parse_chat
 from gateway.errors import APIError, invalid, not_found, retry_headers
-from gateway.http import JSONResponse, json_object, request_id
+from gateway.http import JSONResponse, aware, json_object, request_id
 from gateway.limits import duration, limits_for
 from gateway.observe import note_model
-from gateway.routes.history import aware, path_id, usage_view
+from gateway.routes.history import path_id, usage_view
 from storage.models import utcnow
 from storage.records import CallRecord
 

@@ -234,3 +234,33 @@ def test_concurrent_misses_share_one_key_lookup(gateway: GatewayServer,
 
     assert gateway.run(burst()) == {uuid.UUID(account.user_id)}
     assert len(lookups) == 1 and not auth._loading
+
+
+def assert_utc(value: str | None, where: str) -> None:
+    """An RFC 3339 timestamp in UTC, as the OpenAPI document's date-time promises."""
+    assert value is not None, where
+    assert value.endswith(("+00:00", "Z")), (where, value)
+
+
+def test_timestamps_carry_their_timezone(gateway: GatewayServer, account: Account) -> None:
+    """Found by schemathesis: SQLite hands timestamps back naive, and keys and users were
+    answered without an offset ("2026-11-30T15:52:19.938745"), which no client can place."""
+    session = {"authorization": f"Bearer {account.token}"}
+    assert httpx.get(gateway.url + "/auth/me", headers={"x-api-key": account.api_key}
+                     ).status_code == 200  # the key is used: last_used_at is set
+    gateway.flush()
+    login = httpx.post(gateway.url + "/auth/login",
+                       json={"email": account.email, "password": account.password})
+    assert login.status_code == 200, login.text
+    assert_utc(login.json()["user"]["created_at"], "login user.created_at")
+    listed = httpx.get(gateway.url + "/auth/keys", headers=session).json()["data"]
+    assert_utc(listed[0]["created_at"], "keys[0].created_at")
+    assert_utc(listed[0]["last_used_at"], "keys[0].last_used_at")
+    key_id = listed[0]["id"]
+    regenerated = httpx.post(gateway.url + f"/auth/keys/{key_id}/regenerate", headers=session)
+    assert regenerated.status_code == 200, regenerated.text
+    assert_utc(regenerated.json()["created_at"], "regenerated created_at")
+    revoked = httpx.delete(gateway.url + f"/auth/keys/{key_id}", headers=session)
+    assert revoked.status_code == 200, revoked.text
+    assert_utc(revoked.json()["created_at"], "revoked created_at")
+    assert_utc(revoked.json()["revoked_at"], "revoked_at")

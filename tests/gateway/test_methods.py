@@ -49,6 +49,7 @@ WRONG = [
     ("DELETE", "/usage", "GET, HEAD"),
     ("POST", "/admin/upstreams", "GET, HEAD"),
     ("POST", "/metrics", "GET, HEAD"),
+    ("PUT", "/openapi.json", "GET, HEAD"),
 ]
 
 

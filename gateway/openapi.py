@@ -1,0 +1,528 @@
+"""The OpenAPI 3.1 description of every API route, served at ``GET /openapi.json``.
+
+Built from data in Python rather than kept as a YAML file: the validation limits come from
+the modules that enforce them (``gateway.chat.request``, ``gateway.routes.history``), the
+error statuses from one table, and each operation is a call to ``operation()``, so there is
+no per-endpoint copy of the error, header and security boilerplate to drift.
+tests/gateway/test_openapi.py keeps this document and the app's route list in step, and
+tests/gateway/test_openapi_fuzz.py checks the answers against it with schemathesis.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from typing import Any
+
+import orjson
+
+from gateway.chat.request import PART_TYPES, ROLES
+from gateway.embeddings.request import (
+    ENCODINGS,
+    MAX_CHARS,
+    MAX_DIMENSIONS,
+    MAX_INPUTS,
+    MAX_TOKEN_ID,
+)
+from gateway.routes.accounts import LIMIT_FIELDS
+from gateway.routes.conversations import MAX_LIMIT as MAX_CONVERSATIONS
+from gateway.routes.conversations import (
+    MAX_SYSTEM_PROMPT_CHARS,
+    MAX_TITLE_CHARS,
+    MAX_TOKENS,
+)
+from gateway.routes.history import (
+    MAX_CURSOR_CHARS,
+    MAX_LIMIT,
+    MAX_MODEL_CHARS,
+    MAX_QUERY_CHARS,
+    MAX_STATS_DAYS,
+    SOURCES,
+    STATUSES,
+)
+
+Schema = dict[str, Any]
+
+STR, INT, NUM, BOOL = ({"type": "string"}, {"type": "integer"}, {"type": "number"},
+                       {"type": "boolean"})
+OBJ: Schema = {"type": "object"}
+TIME: Schema = {"type": "string", "format": "date-time"}
+
+
+def null(schema: Schema) -> Schema:
+    """``schema`` or JSON null (3.1 has no ``nullable``)."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(required: dict[str, Schema], optional: dict[str, Schema] | None = None,
+        *, closed: bool = False) -> Schema:
+    """An object with these (required, then optional) properties; ``closed`` when the
+    gateway rejects unknown fields rather than ignoring them."""
+    out: Schema = {"type": "object", "properties": {**required, **(optional or {})},
+                   "required": list(required)}
+    if closed:
+        out["additionalProperties"] = False
+    return out
+
+
+def array(items: Schema, **kw: Any) -> Schema:
+    return {"type": "array", "items": items, **kw}
+
+
+def list_of(name: str) -> Schema:
+    return obj({"object": {"const": "list"}, "data": array(ref(name))})
+
+
+# Each error status: its component's name and when the gateway answers it.
+ERRORS = {
+    400: ("BadRequest", "The request is not valid; `error.param` names the field."),
+    401: ("Unauthorized", "The credential is missing, unknown, revoked or expired."),
+    403: ("Forbidden", "The credential may not do this."),
+    404: ("NotFound", "No such resource, or not the caller's."),
+    405: ("MethodNotAllowed", "The path does not take this method; `Allow` lists those it "
+          "takes."),
+    409: ("Conflict", "The resource is not in a state that allows this."),
+    413: ("PayloadTooLarge", "The body is larger than GATEWAY_MAX_BODY_BYTES."),
+    415: ("UnsupportedMediaType", "The body is not sent as JSON."),
+    429: ("TooManyRequests", "A rate limit was reached; `retry-after` says when to come back."),
+    500: ("InternalError", "The gateway hit an internal error; it has been logged."),
+    502: ("BadGateway", "The upstream provider failed or answered something unusable."),
+    503: ("ServiceUnavailable", "The rate limiter or every upstream is unavailable."),
+    504: ("GatewayTimeout", "The upstream provider did not answer in time."),
+}
+ALWAYS = (500,)  # any route can fail unexpectedly
+JSON_BODY = (400, 413, 415)  # json_object(): bad JSON, body too large, not JSON
+AUTHED = (401,)
+UPSTREAM = (404, 429, 502, 503, 504)
+
+RATE_LIMIT_HEADERS = {
+    f"x-ratelimit-{what}-{kind}": (INT if what != "reset" else STR, text)
+    for kind in ("requests", "tokens")
+    for what, text in (("limit", f"The {kind} allowed per minute."),
+                       ("remaining", f"The {kind} left in the current minute."),
+                       ("reset", "When the window resets, as 1s, 6m0s or 20ms."))}
+RETRY_HEADERS = {"retry-after": (INT, "Whole seconds to wait (at least 1)."),
+                 "retry-after-ms": (INT, "Milliseconds to wait.")}
+
+
+def headers(spec: dict[str, tuple[Schema, str]], *, required: bool) -> dict[str, Any]:
+    return {name: {"schema": schema, "description": text, "required": required}
+            for name, (schema, text) in spec.items()}
+
+
+REQUEST_ID = {"x-request-id": {"schema": STR, "required": True,
+                               "description": "The request's id (an incoming sane "
+                               "`x-request-id` is kept); it is in the logs and history."}}
+
+
+def json_response(description: str, schema: Schema, *,
+                  extra_headers: dict[str, Any] | None = None) -> Schema:
+    return {"description": description, "headers": {**REQUEST_ID, **(extra_headers or {})},
+            "content": {"application/json": {"schema": schema}}}
+
+
+def error_response(status: int) -> Schema:
+    text = ERRORS[status][1]
+    extra: dict[str, Any] = {}
+    if status == 405:
+        extra = {"Allow": {"schema": STR, "required": True,
+                           "description": "The methods this path takes."}}
+    elif status == 429:
+        # An upstream's own 429 carries them only when the upstream said when to retry.
+        extra = {**headers(RETRY_HEADERS, required=False),
+                 **headers(RATE_LIMIT_HEADERS, required=False)}
+    elif status == 503:
+        extra = headers(RETRY_HEADERS, required=False)
+    return json_response(text, ref("Error"), extra_headers=extra)
+
+
+BEARER = [{"bearer": []}, {"apiKeyHeader": []}]
+SESSION = [{"session": []}]
+PUBLIC: list[dict[str, list[str]]] = []
+
+
+def operation(tag: str, summary: str, ok: dict[int, Schema], *, errors: tuple[int, ...] = (),
+              security: list[dict[str, list[str]]] = BEARER, body: Schema | None = None,
+              parameters: list[Schema] | None = None) -> Schema:
+    """One operation: its answers, the shared error responses it really gives (401 and 500
+    added for authenticated routes, 400/413/415 for JSON bodies), its security."""
+    codes = set(errors) | set(ALWAYS)
+    if security is not PUBLIC:
+        codes |= set(AUTHED)
+    if body is not None:
+        codes |= set(JSON_BODY)
+    responses: dict[str, Any] = {str(status): answer for status, answer in ok.items()}
+    for status in sorted(codes):
+        responses[str(status)] = {"$ref": f"#/components/responses/{ERRORS[status][0]}"}
+    op: Schema = {"tags": [tag], "summary": summary, "security": security,
+                  "responses": responses}
+    if body is not None:
+        op["requestBody"] = {"required": True,
+                             "content": {"application/json": {"schema": body}}}
+    if parameters:
+        op["parameters"] = parameters
+    return op
+
+
+def path_param(name: str, schema: Schema, text: str) -> Schema:
+    return {"name": name, "in": "path", "required": True, "schema": schema,
+            "description": text}
+
+
+def query(name: str, schema: Schema, text: str) -> Schema:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": text}
+
+
+def ok(schema: Schema, text: str = "OK", **kw: Any) -> dict[int, Schema]:
+    return {200: json_response(text, schema, **kw)}
+
+
+# --- schemas --------------------------------------------------------------------------------
+
+TOKENS = {"type": "integer", "minimum": 1, "maximum": 10_000_000}
+CONTENT_PART = obj({"type": {"enum": sorted(PART_TYPES)}},
+                   {"text": STR, "image_url": obj({"url": STR})})
+TOOL_CALL = obj({"id": STR, "type": {"const": "function"},
+                 "function": obj({"name": STR}, {"arguments": STR})})
+MESSAGE = obj({"role": {"enum": sorted(ROLES)}}, {
+    "content": {"anyOf": [STR, array(CONTENT_PART), {"type": "null"}],
+                "description": "Required except on an assistant message with tool_calls."},
+    "name": STR, "tool_calls": array(TOOL_CALL),
+    "tool_call_id": {**STR, "description": "Required on tool messages."}})
+TOOL = obj({"type": {"const": "function"},
+            "function": obj({"name": STR}, {"description": STR, "parameters": OBJ})})
+TOOL_CHOICE = {"anyOf": [{"enum": ["none", "auto", "required"]},
+                         obj({"type": {"const": "function"}, "function": obj({"name": STR})})]}
+STOP = {"anyOf": [{"type": "string", "minLength": 1},
+                  array({"type": "string", "minLength": 1}, maxItems=4)]}
+SAMPLING = {"temperature": null({"type": "number", "minimum": 0, "maximum": 2}),
+            "top_p": null({"type": "number", "minimum": 0, "maximum": 1}),
+            "max_tokens": null(TOKENS), "stop": null(STOP),
+            "seed": null({"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1})}
+CHAT_REQUEST = {
+    **obj({"model": {"type": "string", "minLength": 1}, "messages": array(MESSAGE, minItems=1)},
+          {"stream": null(BOOL),
+           "stream_options": {**null(obj({}, {"include_usage": null(BOOL)})),
+                              "description": "Only with stream: true."},
+           **SAMPLING, "max_completion_tokens": null(TOKENS),
+           "n": null({"type": "integer", "minimum": 1, "maximum": 128}),
+           "tools": null(array(TOOL)), "tool_choice": null(TOOL_CHOICE),
+           "parallel_tool_calls": null(BOOL),
+           "response_format": null(obj({"type": {"enum": ["text", "json_object",
+                                                          "json_schema"]}})),
+           "user": null(STR)}),
+    # Fields the gateway does not know are passed to the provider untouched.
+    "additionalProperties": True,
+}
+USAGE = obj({"prompt_tokens": INT, "completion_tokens": INT, "total_tokens": INT},
+            {"prompt_tokens_details": obj({"cached_tokens": INT})})
+CHAT_COMPLETION = obj({
+    "id": STR, "object": {"const": "chat.completion"}, "created": INT, "model": STR,
+    "choices": array(obj({"index": INT, "finish_reason": STR, "logprobs": {"type": "null"},
+                          "message": obj({"role": {"const": "assistant"},
+                                          "content": null(STR), "refusal": null(STR)},
+                                         {"tool_calls": array(TOOL_CALL)})})),
+    "usage": USAGE, "system_fingerprint": {"type": "null"}})
+PLAN = obj({"name": STR, "price_monthly": NUM, "requests_per_minute": INT,
+            "tokens_per_minute": INT, "concurrent_requests": INT, "features": OBJ})
+USER = obj({"id": {"type": "string", "format": "uuid"}, "email": STR,
+            "subscription_tier": STR, "status": STR, "created_at": TIME})
+KEY_LIMITS = obj({}, {name: {"type": "integer", "minimum": 1} for name in LIMIT_FIELDS},
+                 closed=True)
+API_KEY = obj({"id": {"type": "string", "format": "uuid"}, "name": STR, "masked": STR,
+               "status": {"enum": ["active", "revoked"]}, "created_at": TIME,
+               "last_used_at": null(TIME), "revoked_at": null(TIME), "limits": KEY_LIMITS})
+NEW_KEY = {"allOf": [API_KEY, obj({"key": {**STR, "description": "Shown once."}})]}
+CREDENTIALS = obj({"email": {"type": "string", "format": "email"}, "password": STR})
+JOB_STATUS = {"enum": list(STATUSES)}
+ID = {"type": "string", "format": "uuid"}
+JOB_USAGE = obj({"prompt_tokens": null(INT), "completion_tokens": null(INT),
+                 "total_tokens": null(INT), "estimated": null(BOOL)})
+TIMINGS = {"created_at": TIME, "started_at": null(TIME), "completed_at": null(TIME),
+           "processing_time_ms": null(INT), "time_to_first_token_ms": null(INT)}
+JOB = obj({"id": ID, "object": {"const": "inference"}, "status": JOB_STATUS, "model": STR,
+           "source": {"enum": list(SOURCES)}, **TIMINGS, "attempts": INT,
+           "served_by": null(STR), "usage": JOB_USAGE,
+           "progress": null(obj({"completion_tokens": null(INT)})), "error": null(STR),
+           "result_url": STR})
+LEGACY_REQUEST = obj({"model": {"type": "string", "minLength": 1}}, {
+    "prompt": {**STR, "description": "The user's prompt; or send messages."},
+    "messages": array(MESSAGE, minItems=1),
+    "parameters": obj({}, {**SAMPLING, "maxTokens": null(TOKENS), "topP": SAMPLING["top_p"]},
+                      closed=True)}, closed=True)
+HISTORY_ITEM = {"id": ID, "object": {"const": "inference"}, "source": {"enum": list(SOURCES)},
+                "model": STR, "status": JOB_STATUS, **TIMINGS, "usage": JOB_USAGE,
+                "finish_reason": null(STR), "error": null(STR), "attempts": null(INT),
+                "served_by": null(STR), "conversation_id": null(ID)}
+SUMMARY = obj({**HISTORY_ITEM, "prompt_preview": null(STR), "response_preview": null(STR)})
+DETAIL = obj({**HISTORY_ITEM, "request_id": null(STR), "messages": array(OBJ),
+              "parameters": null(OBJ), "prompt": null(STR), "response": null(STR),
+              "tool_calls": null(array(OBJ)), "upstream_attempts": null(array(OBJ))})
+COUNTS = {"requests": INT, "succeeded": INT, "failed": INT, "cancelled": INT,
+          "success_rate": null(NUM), "avg_response_time_ms": null(INT),
+          "avg_time_to_first_token_ms": null(INT), "prompt_tokens": INT,
+          "completion_tokens": INT, "total_tokens": INT}
+DATE = {"type": "string", "format": "date"}
+CONVERSATION_SETTINGS = {
+    "system_prompt": null({"type": "string", "maxLength": MAX_SYSTEM_PROMPT_CHARS}),
+    "temperature": null({"type": "number", "minimum": 0, "maximum": 2}),
+    "max_tokens": null({"type": "integer", "minimum": 1, "maximum": MAX_TOKENS})}
+CONVERSATION = obj({"id": ID, "object": {"const": "conversation"}, "title": null(STR),
+                    **CONVERSATION_SETTINGS, "created_at": TIME, "updated_at": TIME})
+TURN = obj({"role": {"enum": ["user", "assistant"]}, "content": STR},
+           {"model": STR, "status": JOB_STATUS, "request_id": STR, "created_at": TIME})
+CONVERSATION_BODY = obj({}, {"title": {"type": "string", "minLength": 1,
+                                       "maxLength": MAX_TITLE_CHARS},
+                             **CONVERSATION_SETTINGS}, closed=True)
+TOKEN_IDS = array({"type": "integer", "minimum": 0, "maximum": MAX_TOKEN_ID}, minItems=1)
+EMBEDDINGS_REQUEST = {
+    **obj({"model": {"type": "string", "minLength": 1},
+           "input": {"anyOf": [
+               {"type": "string", "minLength": 1, "maxLength": MAX_CHARS},
+               array({"type": "string", "minLength": 1}, minItems=1, maxItems=MAX_INPUTS),
+               TOKEN_IDS, array(TOKEN_IDS, minItems=1, maxItems=MAX_INPUTS)]}},
+          {"encoding_format": null({"enum": list(ENCODINGS)}),
+           "dimensions": null({"type": "integer", "minimum": 1, "maximum": MAX_DIMENSIONS}),
+           "user": null(STR)}),
+    "additionalProperties": True,  # passed to the provider untouched
+}
+EMBEDDINGS = obj({"object": {"const": "list"}, "model": STR,
+                  "data": array(obj({"object": {"const": "embedding"}, "index": INT,
+                                     "embedding": {"anyOf": [array(NUM), STR],
+                                                   "description": "Floats, or base64 of "
+                                                   "little-endian float32 values."}})),
+                  "usage": obj({"prompt_tokens": INT, "total_tokens": INT})})
+WINDOW = obj({"limit": INT, "remaining": INT, "used": INT, "reset_seconds": NUM})
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": obj({"error": obj({"message": STR, "type": STR, "param": null(STR),
+                                "code": null(STR)})}),
+    "ChatCompletionRequest": CHAT_REQUEST, "ChatCompletion": CHAT_COMPLETION,
+    "Model": obj({"id": STR, "object": {"const": "model"}, "created": INT, "owned_by": STR}),
+    "User": USER, "ApiKey": API_KEY, "Job": JOB, "HistorySummary": SUMMARY,
+    "Conversation": CONVERSATION,
+    "ConversationDetail": {"allOf": [ref("Conversation"), obj({"messages": array(TURN)})]},
+}
+
+KEY_ID = [path_param("key_id", ID, "The API key's id.")]
+JOB_ID = [path_param("id", STR, "The request's id (a UUID; anything else is a 404).")]
+CONVERSATION_ID = [path_param("id", STR, "The conversation's id (a UUID; anything else, "
+                              "or another user's, is a 404).")]
+CONVERSATIONS_QUERY = [
+    query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_CONVERSATIONS},
+          "Page size (default 20)."),
+    query("q", {"type": "string", "maxLength": MAX_QUERY_CHARS},
+          "Text in the title or in what was asked or answered."),
+    query("after", STR, "The previous page's last_id."),
+]
+HISTORY_QUERY = [
+    query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "Page size."),
+    query("cursor", {"type": "string", "maxLength": MAX_CURSOR_CHARS},
+          "The previous page's next_cursor, unchanged."),
+    query("status", STR, "One of " + ", ".join(STATUSES) + "; comma-separated for several."),
+    query("source", {"enum": list(SOURCES)}, "The API the request came through."),
+    query("model", {"type": "string", "maxLength": MAX_MODEL_CHARS}, "The model name."),
+    query("q", {"type": "string", "maxLength": MAX_QUERY_CHARS}, "Text in prompt or response."),
+    query("from", STR, "ISO date or datetime (UTC), inclusive."),
+    query("to", STR, "ISO date or datetime (UTC); a bare date includes that day."),
+    query("include_conversations", {"enum": ["true", "false"]},
+          "Also list the calls of the caller's conversations (default false)."),
+]
+STATS_QUERY = [
+    query("days", {"type": "integer", "minimum": 1, "maximum": MAX_STATS_DAYS},
+          "Days ending at `to` (default 30)."),
+    query("from", DATE, "First day (UTC); overrides `days`."),
+    query("to", DATE, "Last day (UTC, default today)."),
+]
+STATS = obj({"object": {"const": "usage"}, "from": DATE, "to": DATE,
+             "timezone": {"const": "UTC"}, "totals": obj(COUNTS),
+             "by_model": array(obj({"model": STR, **COUNTS})),
+             "by_day": array(obj({"day": DATE, **COUNTS}))})
+KEYS = ("Keys need a signed-in session: the token of POST /auth/login, not an API key.")
+CHAT_OK = {200: {
+    "description": "The completion; with `stream: true` server-sent events of "
+                   "`chat.completion.chunk` objects ending with `data: [DONE]`.",
+    "headers": {**REQUEST_ID, **headers(RATE_LIMIT_HEADERS, required=True)},
+    "content": {"application/json": {"schema": ref("ChatCompletion")},
+                "text/event-stream": {"schema": STR}}}}
+ACCEPTED = {202: json_response(
+    "The job is stored; poll status_url.",
+    obj({"id": ID, "object": {"const": "inference"}, "status": {"const": "pending"},
+         "model": STR, "created_at": TIME, "status_url": STR, "result_url": STR}),
+    extra_headers={"location": {"schema": STR, "required": True,
+                                "description": "The job's status URL."}})}
+RESULT = obj({"id": ID, "object": {"const": "inference.result"},
+              "status": {"const": "completed"}, "model": STR, "response": null(STR),
+              "tool_calls": null(array(OBJ)), "finish_reason": null(STR), "usage": JOB_USAGE,
+              "processing_time_ms": null(INT), "time_to_first_token_ms": null(INT),
+              "completed_at": null(TIME)})
+READY = obj({"status": {"enum": ["ok", "unavailable"]},
+             "checks": {"type": "object", "additionalProperties": STR},
+             "writer": obj({"pending": INT, "dropped": INT, "written": INT, "waits": INT})})
+TEXT = {"text/plain": {"schema": STR}, "application/openmetrics-text": {"schema": STR}}
+
+PATHS: dict[str, dict[str, Schema]] = {
+    "/v1/chat/completions": {"post": operation(
+        "chat", "Create a chat completion (plain or streamed)", CHAT_OK, errors=UPSTREAM,
+        body=ref("ChatCompletionRequest"))},
+    "/v1/embeddings": {"post": operation(
+        "embeddings", "Create embeddings", ok(EMBEDDINGS, extra_headers=headers(
+            RATE_LIMIT_HEADERS, required=True)), errors=UPSTREAM, body=EMBEDDINGS_REQUEST)},
+    "/v1/models": {"get": operation("chat", "The models the caller's plan allows",
+                                    ok(list_of("Model")))},
+    "/v1/models/{model}": {"get": operation(
+        "chat", "One model", ok(ref("Model")), errors=(404,),
+        parameters=[path_param("model", STR, "The model's id (may contain '/').")])},
+    "/auth/register": {"post": operation(
+        "auth", "Create an account and its first API key",
+        {201: json_response("Created", obj({"token": STR, "user": ref("User"),
+                                            "apiKey": STR, "apiKeyInfo": ref("ApiKey")}))},
+        errors=(409, 429), security=PUBLIC, body=CREDENTIALS)},
+    "/auth/login": {"post": operation(
+        "auth", "Sign in: a session token (JWT)",
+        ok(obj({"token": STR, "token_type": {"const": "bearer"}, "expires_in": INT,
+                "user": ref("User")})),
+        errors=(401, 429), security=PUBLIC, body=CREDENTIALS)},
+    "/auth/forgot-password": {"post": operation(
+        "auth", "Mail a single-use password reset link (always 202: no account enumeration)",
+        {202: json_response("Accepted", obj({"status": {"const": "accepted"},
+                                             "message": STR}))},
+        errors=(429,), security=PUBLIC,
+        body=obj({"email": {"type": "string", "format": "email"}}))},
+    "/auth/reset-password": {"post": operation(
+        "auth", "Set a new password with a reset link's token; ends existing sessions",
+        ok(obj({"status": {"const": "password_reset"}, "email": STR})),
+        errors=(429,), security=PUBLIC, body=obj({"token": STR, "password": STR}))},
+    "/auth/me": {"get": operation(
+        "auth", "The caller and their plan",
+        ok(obj({"id": ID, "email": STR, "subscription_tier": STR,
+                "authenticated_via": {"enum": ["api_key", "jwt"]}, "plan": PLAN})))},
+    "/auth/keys": {
+        "get": operation("auth", "The caller's API keys. " + KEYS, ok(list_of("ApiKey")),
+                         errors=(403,), security=SESSION),
+        "post": operation("auth", "Create an API key. " + KEYS,
+                          {201: json_response("Created; `key` is shown only now.", NEW_KEY)},
+                          errors=(403,), security=SESSION,
+                          body=obj({}, {"name": {"type": "string", "minLength": 1,
+                                                 "maxLength": 100},
+                                        "limits": KEY_LIMITS}))},
+    "/auth/keys/{key_id}/regenerate": {"post": operation(
+        "auth", "Replace a key's secret. " + KEYS, ok(NEW_KEY), errors=(403, 404, 409),
+        security=SESSION, parameters=KEY_ID)},
+    "/auth/keys/{key_id}": {"delete": operation(
+        "auth", "Revoke a key (idempotent). " + KEYS, ok(ref("ApiKey")), errors=(403, 404),
+        security=SESSION, parameters=KEY_ID)},
+    "/inference": {"post": operation(
+        "jobs", "Submit a legacy job", ACCEPTED, errors=(429,), body=LEGACY_REQUEST)},
+    "/inference/{id}": {
+        "get": operation("jobs", "A job's status", ok(ref("Job")), errors=(404,),
+                         parameters=JOB_ID),
+        "delete": operation("jobs", "Cancel a job", ok(ref("Job")), errors=(404, 409),
+                            parameters=JOB_ID)},
+    "/inference/{id}/cancel": {"post": operation(
+        "jobs", "Cancel a job", ok(ref("Job")), errors=(404, 409), parameters=JOB_ID)},
+    "/inference/{id}/result": {"get": operation(
+        "jobs", "A completed job's result (409 until then)", ok(RESULT), errors=(404, 409),
+        parameters=JOB_ID)},
+    "/history": {"get": operation(
+        "history", "The caller's requests, newest first",
+        ok(obj({"object": {"const": "list"}, "data": array(ref("HistorySummary")),
+                "has_more": BOOL, "next_cursor": null(STR)})),
+        errors=(400,), parameters=HISTORY_QUERY)},
+    "/history/{id}": {
+        "get": operation("history", "One request in full", ok(DETAIL), errors=(404,),
+                         parameters=JOB_ID),
+        "delete": operation("history", "Delete one request",
+                            ok(obj({"id": ID, "object": {"const": "inference"},
+                                    "deleted": {"const": True}})),
+                            errors=(404,), parameters=JOB_ID)},
+    "/conversations": {
+        "get": operation("conversations", "The caller's conversations, newest first",
+                         ok(obj({"object": {"const": "list"},
+                                 "data": array(ref("Conversation")), "has_more": BOOL,
+                                 "first_id": null(ID), "last_id": null(ID)})),
+                         errors=(400,), parameters=CONVERSATIONS_QUERY),
+        "post": operation("conversations", "Start a conversation",
+                          {201: json_response("Created", ref("ConversationDetail"))},
+                          body=CONVERSATION_BODY)},
+    "/conversations/{id}": {
+        "get": operation("conversations", "A conversation and its thread",
+                         ok(ref("ConversationDetail")), errors=(404,),
+                         parameters=CONVERSATION_ID),
+        "patch": operation("conversations", "Rename it or change its settings",
+                           ok(ref("ConversationDetail")), errors=(404,),
+                           body=CONVERSATION_BODY, parameters=CONVERSATION_ID),
+        "delete": operation("conversations", "Delete it and its calls' rows",
+                            {204: {"description": "Deleted", "headers": REQUEST_ID}},
+                            errors=(404,), parameters=CONVERSATION_ID)},
+    "/stats": {"get": operation("history", "Usage totals, by model and by day", ok(STATS),
+                                errors=(400,), parameters=STATS_QUERY)},
+    "/usage": {"get": operation("history", "The same as /stats", ok(STATS), errors=(400,),
+                                parameters=STATS_QUERY)},
+    "/rate-limit": {"get": operation(
+        "limits", "The caller's limits, usage and reset times",
+        ok(obj({"plan": STR, "limits": obj({f: INT for f in LIMIT_FIELDS}),
+                "requests": WINDOW, "tokens": WINDOW,
+                "concurrent": obj({"limit": INT, "in_use": INT})}),
+           extra_headers=headers(RATE_LIMIT_HEADERS, required=True)),
+        errors=(503,))},
+    "/health": {"get": operation("operations", "Liveness (no I/O)",
+                                 ok(obj({"status": {"const": "ok"}})), security=PUBLIC)},
+    "/ready": {"get": operation(
+        "operations", "Readiness: the database (and Redis) reachable",
+        {200: json_response("Ready", READY), 503: json_response("Not ready", READY)},
+        security=PUBLIC)},
+    "/metrics": {"get": operation(
+        "operations", "Prometheus metrics; a bearer token when GATEWAY_METRICS_TOKEN is set",
+        {200: {"description": "The exposition (OpenMetrics when the Accept header asks).",
+               "headers": REQUEST_ID, "content": TEXT}},
+        errors=(401,), security=[{}, {"metricsToken": []}])},
+    "/admin/upstreams": {"get": operation(
+        "operations", "Breakers, load and targets of this process (administrators)",
+        ok(obj({"object": {"const": "list"}, "upstreams": array(OBJ),
+                "models": array(obj({"id": STR, "strategy": STR, "targets": array(OBJ)}))}),
+           extra_headers={"cache-control": {"schema": {"const": "no-store"},
+                                            "required": True}}),
+        errors=(403,))},
+    "/openapi.json": {"get": operation("operations", "This document", ok(OBJ),
+                                       security=PUBLIC)},
+}
+
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer",
+               "description": "An API key (`sk-...`) or a session token from /auth/login."},
+    "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "x-api-key",
+                     "description": "An API key, for clients that cannot set Authorization."},
+    "session": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                "description": "A session token from /auth/login or /auth/register."},
+    "metricsToken": {"type": "http", "scheme": "bearer",
+                     "description": "The value of GATEWAY_METRICS_TOKEN."},
+}
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI document as data: a copy, so a caller that edits it (schemathesis adds
+    links) cannot change what is served."""
+    return copy.deepcopy({
+        "openapi": "3.1.0",
+        "info": {"title": "LLM gateway", "version": "1",
+                 "description": "An OpenAI-compatible gateway. Errors have OpenAI's shape "
+                 "(`Error`); a method a path does not take is a 405 with `Allow`."},
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "responses": {name: error_response(status) for status, (name, _) in ERRORS.items()},
+            "securitySchemes": SECURITY_SCHEMES,
+        },
+    })
+
+
+@functools.cache
+def document_bytes() -> bytes:
+    """The document as served: encoded once, on the first request."""
+    return orjson.dumps(document())
