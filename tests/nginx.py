@@ -119,9 +119,17 @@ class NginxProcess:
                                    int(status)))
         return lines
 
-    def forwarded(self, prefix: str) -> dict[str, Forwarded]:
-        """The logged requests whose x-topo-call starts with ``prefix``, by that call."""
-        return {f.call: f for f in self.log() if f.call.startswith(prefix)}
+    def forwarded(self, prefix: str, count: int, timeout: float = 20.0
+                  ) -> dict[str, Forwarded]:
+        """The logged requests whose x-topo-call starts with ``prefix``, by that call, once
+        ``count`` of them are logged: nginx logs a request after its answer went out, so a
+        client can have its answer before the line is written."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = {f.call: f for f in self.log() if f.call.startswith(prefix)}
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.02)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -52,10 +52,12 @@ class Topology:
     def address(self, replica: int) -> str:
         return f"127.0.0.1:{self.replicas[replica].port}"
 
-    def served_by(self, prefix: str) -> dict[str, int]:
-        """Which replica answered each logged call of ``prefix`` (the last one nginx tried)."""
+    def served_by(self, prefix: str, count: int) -> dict[str, int]:
+        """Which replica answered each of the ``count`` calls of ``prefix`` (the last one
+        nginx tried)."""
         where = {self.address(i): i for i in range(REPLICAS)}
-        return {call: where[f.upstreams[-1]] for call, f in self.nginx.forwarded(prefix).items()}
+        return {call: where[f.upstreams[-1]]
+                for call, f in self.nginx.forwarded(prefix, count).items()}
 
     def user(self, plan: str = "enterprise") -> tuple[str, str]:
         """A user registered through nginx on ``plan``: (user id, API key)."""
@@ -149,7 +151,7 @@ def test_a_plans_requests_per_minute_are_admitted_once_across_replicas(
             assert r.json()["error"]["code"] == "rate_limit_exceeded", r.text
             assert r.headers["x-ratelimit-limit-requests"] == str(LIMIT)
     # nginx spread them: every replica answered some, so no single one admitted them all.
-    served = topology.served_by("rpm-")
+    served = topology.served_by("rpm-", len(calls))
     assert sorted(served) == sorted(calls)
     assert set(served.values()) == set(range(REPLICAS)), served
 
@@ -172,7 +174,7 @@ def test_legacy_jobs_complete_exactly_once_with_workers_on_every_replica(
             headers={"Authorization": f"Bearer {key}", "x-topo-call": f"job-{prompt}"})
         assert r.status_code == 202, r.text
         ids.append(r.json()["id"])
-    assert len(set(topology.served_by("job-").values())) > 1  # submitted to several
+    assert len(set(topology.served_by("job-", JOBS).values())) > 1  # submitted to several
     text, _ = recorded_openai("openai_text.sse")
     for job_id in ids:
         view = wait_final(base, key, job_id, timeout=30)
@@ -242,7 +244,7 @@ def test_each_replicas_metrics_count_the_calls_it_served(topology: Topology) -> 
     calls = [f"metrics-{i}" for i in range(CALLS)]
     responses = concurrently(lambda call: chat(topology.nginx.url, key, call), calls)
     assert [r.status_code for r in responses] == [200] * CALLS
-    assert set(topology.served_by("metrics-").values()) == set(range(REPLICAS))
+    assert set(topology.served_by("metrics-", CALLS).values()) == set(range(REPLICAS))
 
     def counted() -> list[float]:
         return [chat_requests(replica) for replica in topology.replicas]
@@ -277,7 +279,7 @@ def test_killing_a_replica_loses_no_row_of_a_completed_call(topology: Topology) 
     calls = [f"kill-before-{i}" for i in range(BEFORE)]
     responses = concurrently(lambda call: chat(base, key, call), calls)
     assert [r.status_code for r in responses] == [200] * BEFORE
-    served = topology.served_by("kill-before-")
+    served = topology.served_by("kill-before-", BEFORE)
     victims = [call for call, replica in served.items() if replica == VICTIM]
     assert victims, served
     # Killed the moment the answers arrived: a call's row is in the crash spool before its
@@ -291,7 +293,7 @@ def test_killing_a_replica_loses_no_row_of_a_completed_call(topology: Topology) 
     after = [f"kill-after-{i}" for i in range(AFTER)]
     responses = [chat(base, key, call) for call in after]  # one at a time: rr reaches all
     assert [r.status_code for r in responses] == [200] * AFTER, [r.text for r in responses]
-    forwarded = topology.nginx.forwarded("kill-after-")
+    forwarded = topology.nginx.forwarded("kill-after-", AFTER)
     dead = topology.address(VICTIM)
     assert all(f.upstreams[-1] != dead for f in forwarded.values())
     # nginx tried the dead replica once, failed to connect, passed the call on and has

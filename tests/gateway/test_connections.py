@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.nginx import render_site
 from tests.processes import GatewayProcess, gateway_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,8 +113,7 @@ def test_deploy_nginx_conf_is_valid_and_times_out_slow_clients(tmp_path: Path) -
                       "keepalive_timeout 4s;", "proxy_buffering off;"):
         assert directive in site, directive
     # The compose service names do not resolve here, and port 80 needs root.
-    site = (site.replace("gateway1:8000", "127.0.0.1:1").replace("gateway2:8000", "127.0.0.1:2")
-            .replace("listen 80;", "listen 127.0.0.1:1;"))
+    site = render_site([1, 2, 3], listen=1)
     (tmp_path / "site.conf").write_text(site)
     (tmp_path / "nginx.conf").write_text(
         f"pid {tmp_path}/nginx.pid;\nevents {{}}\nhttp {{\n"
