@@ -1,8 +1,10 @@
 // The conversation: message list, composer, streaming replies, Stop.
-// Model output is only ever inserted as text (Text nodes), never parsed as HTML.
+// A user's message is inserted as text; a model's answer is rendered as sanitised
+// Markdown (markdown.js), never inserted as HTML as it came.
 
 import { ApiError, streamChat } from "./api.js";
 import { $, h, ms, num, say } from "./dom.js";
+import { handleCodeCopy, markdownView } from "./markdown.js";
 
 const ROLE_LABELS = { user: "You", assistant: "Assistant", system: "System", tool: "Tool" };
 
@@ -50,14 +52,21 @@ export function createChat({ getModel, onReply = () => {} }) {
   }
 
   function addMessage(role, text) {
-    const body = h("div", { class: "msg-body" });
-    const textNode = document.createTextNode(text);
-    body.append(textNode);
+    const markdown = role === "assistant";
+    const body = h("div", { class: markdown ? "msg-body markdown" : "msg-body" });
     const article = h("article", { class: `msg ${role}` },
       h("p", { class: "msg-role", text: ROLE_LABELS[role] || role }), body);
     list.append(article);
     empty.hidden = true;
-    return { article, body, textNode };
+    let view = null;
+    if (markdown) {
+      view = markdownView(body);
+      view.set(text);
+      view.flush();
+    } else {
+      body.append(document.createTextNode(text));
+    }
+    return { article, body, markdown: view };
   }
 
   function setBusy(busy) {
@@ -83,6 +92,7 @@ export function createChat({ getModel, onReply = () => {} }) {
   }
 
   function settle(view) {
+    view.markdown?.flush();
     view.article.classList.remove("streaming", "waiting");
     view.article.removeAttribute("aria-busy");
   }
@@ -122,8 +132,8 @@ export function createChat({ getModel, onReply = () => {} }) {
           const stick = nearBottom();
           if (!partial) view.article.classList.remove("waiting");
           partial += piece;
-          view.textNode.appendData(piece);
-          if (stick) toBottom();
+          view.markdown.set(partial);
+          if (stick) requestAnimationFrame(toBottom);
         },
       });
       if (turn !== generation) return;
@@ -188,6 +198,8 @@ export function createChat({ getModel, onReply = () => {} }) {
     say(chatError, "");
     say(status, "");
   }
+
+  handleCodeCopy(list);
 
   form.addEventListener("submit", (e) => {
     e.preventDefault();
