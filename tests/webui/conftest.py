@@ -24,6 +24,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 # fast enough to keep the suite short (a reply is ~45 words).
 DEMO_DELAY_MS = 15
 OPTIONAL_ENDPOINTS = ("/history", "/rate-limit", "/stats")
+# A model served here that the free plan leaves out (the UI must say so). Nothing listens
+# on its address: no test calls it.
+LOCKED_MODEL = "gpt-4o"
+PROVIDERS = {"unplanned": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1",
+                           "api_key": "sk-unused", "models": {LOCKED_MODEL: LOCKED_MODEL}}}
 
 # Records CSP violations from inside the page (Playwright's init scripts are exempt from CSP).
 _CSP_PROBE = """
@@ -51,7 +56,7 @@ def chromium() -> Iterator[Any]:
 def webui_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
     """The real app (fresh SQLite, in-memory limiter, paced demo model) under uvicorn."""
     settings = make_settings(tmp_path_factory.mktemp("webui"), migrate_on_start=True,
-                             demo_delay_ms=DEMO_DELAY_MS)
+                             demo_delay_ms=DEMO_DELAY_MS, providers=PROVIDERS)
     with running(create_app(settings)) as server:
         yield server
 

@@ -53,7 +53,7 @@ def test_sign_up_then_chat_streams_two_turns(ui: ChatPage) -> None:
     ui.sign_up()
     assert ui.model == "gateway-demo"
     assert page.locator("#chat-model").text_content() == "gateway-demo"
-    key = ui.banner_key()
+    key = ui.signup_key()
     assert key.startswith("gw-")
 
     # First turn: the reply streams in piece by piece, then matches the API's answer.
@@ -112,7 +112,7 @@ def test_stop_aborts_a_slow_stream(ui: ChatPage) -> None:
     page = ui.page
     ui.open()
     ui.sign_up()
-    key = ui.banner_key()
+    key = ui.signup_key()
     prompt = "Tell me a long story about gateways."
     full = reference(ui.base_url, key, [{"role": "user", "content": prompt}])
     ui.watch_stream()

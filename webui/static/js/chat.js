@@ -99,7 +99,8 @@ export function createChat({ getModel, onReply = () => {} }) {
 
   function describe(error) {
     if (!(error instanceof ApiError)) return "Something went wrong. Please try again.";
-    if (error.status === 429 && error.retryAfter) {
+    // The gateway's own 429 message already says when to retry; add it only if not.
+    if (error.status === 429 && error.retryAfter && !/try again/i.test(error.message)) {
       return `${error.message} Try again in ${Math.ceil(error.retryAfter)} s.`;
     }
     return error.message;
@@ -221,6 +222,11 @@ export function createChat({ getModel, onReply = () => {} }) {
   return {
     reset,
     stop,
+    /** Forget the unsent text (at sign-out: it belongs to the user who typed it). */
+    clearDraft() {
+      prompt.value = "";
+      autosize();
+    },
     focus: () => prompt.focus(),
     get busy() { return controller !== null; },
     /** Replace the conversation with earlier messages (from history). */

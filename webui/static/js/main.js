@@ -1,9 +1,9 @@
 // Entry point: wires the screens together and decides what to show at start.
 
-import { api, onUnauthorized, session } from "./api.js";
+import { api, onUnauthorized, optionalApi, session } from "./api.js";
 import { createAuth } from "./auth.js";
 import { conversationOf, createChat } from "./chat.js";
-import { $, h, keyReveal, say } from "./dom.js";
+import { $, h, say } from "./dom.js";
 import { createHistory } from "./history.js";
 import { createKeys } from "./keys.js";
 import { createUsage } from "./usage.js";
@@ -19,6 +19,9 @@ const sidebarToggle = $("sidebar-open");
 
 function remember(key, value) {
   try { localStorage.setItem(key, value); } catch { /* private mode */ }
+}
+function forget(key) {
+  try { localStorage.removeItem(key); } catch { /* private mode */ }
 }
 function recall(key) {
   try { return localStorage.getItem(key); } catch { return null; }
@@ -47,14 +50,26 @@ function showModel() {
   $("empty-model").textContent = modelSelect.value || "the selected model";
 }
 
+/**
+ * Fill the Model picker with what /v1/models offers this user; the models this gateway
+ * serves outside the user's plan (from /rate-limit, when it says) are listed disabled,
+ * saying why, rather than silently missing.
+ */
 async function loadModels() {
   let models = [];
-  try {
-    const body = await api("/v1/models");
+  let locked = [];
+  const [listed, limits] = await Promise.allSettled([api("/v1/models"),
+    optionalApi("/rate-limit")]);
+  if (listed.status === "fulfilled") {
+    const body = listed.value;
     models = Array.isArray(body?.data) ? body.data.filter((m) => m && m.id) : [];
-  } catch (error) {
-    if (error.status === 401) return;
-    say($("chat-error"), `Could not load the models: ${error.message}`);
+  } else if (listed.reason.status === 401) {
+    return;
+  } else {
+    say($("chat-error"), `Could not load the models: ${listed.reason.message}`);
+  }
+  if (limits.status === "fulfilled" && Array.isArray(limits.value?.models?.not_in_plan)) {
+    locked = limits.value.models.not_in_plan.filter((id) => typeof id === "string");
   }
   const owners = new Set(models.map((m) => m.owned_by || ""));
   const option = (m) => h("option", { value: m.id, text: m.id });
@@ -66,26 +81,17 @@ async function loadModels() {
   } else {
     modelSelect.replaceChildren(...models.map(option));
   }
-  modelSelect.disabled = !models.length;
   if (!models.length) modelSelect.append(h("option", { value: "", text: "No models available" }));
+  if (locked.length) {
+    modelSelect.append(h("optgroup", { label: "Not in your plan" }, locked.map((id) =>
+      h("option", { value: id, disabled: true, text: `${id} (not in your plan)` }))));
+  }
+  modelSelect.disabled = !models.length;
   const ids = models.map((m) => m.id);
   const saved = recall(MODEL_KEY);
   modelSelect.value = ids.includes(saved) ? saved
     : ids.includes(DEFAULT_MODEL) ? DEFAULT_MODEL : (ids[0] || "");
   showModel();
-}
-
-function showKeyBanner(key) {
-  const banner = $("key-banner");
-  const slot = $("key-banner-reveal");
-  slot.replaceChildren();
-  banner.hidden = !key;
-  if (key) {
-    slot.append(keyReveal(key, {
-      title: "Copy your API key now",
-      onDone: () => { showKeyBanner(null); chat.focus(); },
-    }));
-  }
 }
 
 /** Enter the app with the stored token; apiKey is the show-once key from sign-up. */
@@ -104,21 +110,24 @@ async function enter({ apiKey = null } = {}) {
     el.textContent = `${location.origin}/v1`;
   }
   chat.reset();
-  showKeyBanner(apiKey);
   auth.hide();
   appView.hidden = false;
   await loadModels();
   history.load();
   chat.focus();
+  // The key made at sign-up is shown once, where keys live.
+  if (apiKey) keys.open({ newKey: apiKey });
 }
 
+/** Leave the app: nothing of this user's stays in the page or in storage. */
 function signOut({ message = "" } = {}) {
   chat.reset();
+  chat.clearDraft();
   history.clear();
   keys.close();
   usage.close();
   closeSidebar();
-  showKeyBanner(null);
+  forget(MODEL_KEY);
   session.token = null;
   auth.show({ message });
 }
