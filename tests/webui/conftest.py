@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from tests.conftest import make_settings
-from tests.servers import GatewayServer, running
+from tests.conftest import ONE_TRY, make_settings
+from tests.servers import FakeUpstream, GatewayServer, running
 from tests.webui.chat_page import PASSWORD, ChatPage
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -24,11 +24,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 # fast enough to keep the suite short (a reply is ~45 words).
 DEMO_DELAY_MS = 15
 OPTIONAL_ENDPOINTS = ("/history", "/rate-limit", "/stats")
-# A model served here that the free plan leaves out (the UI must say so). Nothing listens
-# on its address: no test calls it.
+# Served by a fake OpenAI upstream: gpt-4o-mini is in the free plan, gpt-4o is not (the
+# UI must say so).
+UPSTREAM_MODEL = "gpt-4o-mini"
 LOCKED_MODEL = "gpt-4o"
-PROVIDERS = {"unplanned": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1",
-                           "api_key": "sk-unused", "models": {LOCKED_MODEL: LOCKED_MODEL}}}
 
 # Records CSP violations from inside the page (Playwright's init scripts are exempt from CSP).
 _CSP_PROBE = """
@@ -53,10 +52,22 @@ def chromium() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def webui_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
-    """The real app (fresh SQLite, in-memory limiter, paced demo model) under uvicorn."""
+def webui_upstream() -> Iterator[FakeUpstream]:
+    server = FakeUpstream()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def webui_gateway(tmp_path_factory: pytest.TempPathFactory,
+                  webui_upstream: FakeUpstream) -> Iterator[GatewayServer]:
+    """The real app (fresh SQLite, in-memory limiter, paced demo model, a fake OpenAI
+    upstream) under uvicorn."""
+    providers = {"fake-openai": {
+        "kind": "openai", "base_url": webui_upstream.url + "/v1", "api_key": "sk-up",
+        "models": {UPSTREAM_MODEL: UPSTREAM_MODEL, LOCKED_MODEL: LOCKED_MODEL}, **ONE_TRY}}
     settings = make_settings(tmp_path_factory.mktemp("webui"), migrate_on_start=True,
-                             demo_delay_ms=DEMO_DELAY_MS, providers=PROVIDERS)
+                             demo_delay_ms=DEMO_DELAY_MS, providers=providers)
     with running(create_app(settings)) as server:
         yield server
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.webui.chat_page import ChatPage
-from tests.webui.conftest import LOCKED_MODEL
+from tests.webui.conftest import LOCKED_MODEL, UPSTREAM_MODEL
 
 pytestmark = pytest.mark.browser
 expect = pytest.importorskip("playwright.sync_api", reason="needs playwright").expect
@@ -22,10 +22,11 @@ def test_models_outside_the_plan_are_shown_disabled_and_usage_lists_callable_one
     ui.open()
     ui.sign_up()
     picker = page.get_by_label("Model")
-    locked = picker.locator("option", has_text=LOCKED_MODEL)
+    locked = picker.locator(f"option[value='{LOCKED_MODEL}']")
     expect(locked).to_have_text(f"{LOCKED_MODEL} (not in your plan)")
     assert locked.is_disabled()
-    assert picker.locator("option:not([disabled])").all_text_contents() == ["gateway-demo"]
+    assert picker.locator("option:not([disabled])").all_text_contents() == [
+        "gateway-demo", UPSTREAM_MODEL]
     assert ui.model == "gateway-demo"
 
     page.get_by_role("button", name="Usage").click()
@@ -33,7 +34,7 @@ def test_models_outside_the_plan_are_shown_disabled_and_usage_lists_callable_one
     models = dialog.locator("#usage-models")
     expect(models).to_be_visible()
     # What /v1/models offers, not the plan's list (which names models not served here).
-    assert models.locator(".badge").all_text_contents() == ["gateway-demo"]
+    assert models.locator(".badge").all_text_contents() == ["gateway-demo", UPSTREAM_MODEL]
     expect(models.locator(".models-locked")).to_have_text(
         f"Served here but not in your plan: {LOCKED_MODEL}.")
     assert "gpt-3.5-turbo" not in dialog.text_content()

@@ -5,6 +5,7 @@ import { createAuth } from "./auth.js";
 import { conversationOf, createChat } from "./chat.js";
 import { $, h, say } from "./dom.js";
 import { createHistory } from "./history.js";
+import { createJobs } from "./jobs.js";
 import { createKeys } from "./keys.js";
 import { createUsage } from "./usage.js";
 
@@ -43,6 +44,10 @@ const history = createHistory({
   },
 });
 const keys = createKeys();
+const jobs = createJobs({
+  models: () => [...modelSelect.options].filter((o) => !o.disabled && o.value)
+    .map((o) => o.value),
+});
 const usage = createUsage();
 
 function showModel() {
@@ -126,6 +131,7 @@ function signOut({ message = "" } = {}) {
   history.clear();
   keys.close();
   usage.close();
+  jobs.reset();
   closeSidebar();
   forget(MODEL_KEY);
   session.token = null;
@@ -165,6 +171,7 @@ modelSelect.addEventListener("change", () => {
 });
 $("open-keys").addEventListener("click", () => { closeSidebar(); keys.open(); });
 $("open-usage").addEventListener("click", () => { closeSidebar(); usage.open(); });
+$("open-jobs").addEventListener("click", () => { closeSidebar(); jobs.open(modelSelect.value); });
 $("sign-out").addEventListener("click", () => signOut({ message: "You have signed out." }));
 
 for (const dialog of document.querySelectorAll("dialog")) {
