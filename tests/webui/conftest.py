@@ -23,7 +23,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 # The demo model's pacing: slow enough to watch a reply stream and to press Stop mid-way,
 # fast enough to keep the suite short (a reply is ~45 words).
 DEMO_DELAY_MS = 15
-OPTIONAL_ENDPOINTS = ("/history", "/rate-limit", "/stats")
+OPTIONAL_ENDPOINTS = ("/history", "/rate-limit", "/stats", "/conversations")
 # Served by a fake OpenAI upstream: gpt-4o-mini is in the free plan, gpt-4o is not (the
 # UI must say so).
 UPSTREAM_MODEL = "gpt-4o-mini"

@@ -2,7 +2,9 @@
 
 import { api, onUnauthorized, optionalApi, session } from "./api.js";
 import { createAuth } from "./auth.js";
+import { createChatSettings } from "./chat-settings.js";
 import { conversationOf, createChat } from "./chat.js";
+import { conversationInAddress, createConversations } from "./conversations.js";
 import { $, h, say } from "./dom.js";
 import { createHistory } from "./history.js";
 import { createJobs } from "./jobs.js";
@@ -28,20 +30,42 @@ function recall(key) {
   try { return localStorage.getItem(key); } catch { return null; }
 }
 
+/** Select a model in the picker if this user can call it. */
+function pickModel(model) {
+  if (model && [...modelSelect.options].some((o) => o.value === model && !o.disabled)) {
+    modelSelect.value = model;
+    showModel();
+  }
+}
+
 const auth = createAuth({ onSignedIn: ({ apiKey }) => enter({ apiKey }) });
+const conversations = createConversations({
+  onOpen: (conversation) => {
+    const messages = Array.isArray(conversation.messages) ? conversation.messages : [];
+    chat.load(messages, { heading: conversation.title });
+    pickModel(messages.findLast((m) => m.role === "assistant" && m.model)?.model);
+    closeSidebar();
+  },
+  onRenamed: (conversation) => chat.setTitle(conversation.title),
+  onDeleted: () => { conversations.startNew(); chat.reset(); },
+});
 const chat = createChat({
   getModel: () => modelSelect.value,
-  onReply: () => history.refreshSoon(),
+  prepare: (text) => conversations.ensure(text),
+  onReply: () => { history.refreshSoon(); conversations.refreshSoon(); },
 });
 const history = createHistory({
   onOpen: (item) => {
+    // An API call opened here continues as a new conversation when sent.
+    conversations.startNew();
     chat.load(conversationOf(item));
-    if (item.model && [...modelSelect.options].some((o) => o.value === item.model)) {
-      modelSelect.value = item.model;
-      showModel();
-    }
+    pickModel(item.model);
     closeSidebar();
   },
+});
+const chatSettings = createChatSettings({
+  current: () => conversations.settings,
+  save: (values) => conversations.saveSettings(values),
 });
 const keys = createKeys();
 const jobs = createJobs({
@@ -119,6 +143,10 @@ async function enter({ apiKey = null } = {}) {
   appView.hidden = false;
   await loadModels();
   history.load();
+  await conversations.load();
+  // A reload (or a shared link) reopens the conversation in the address.
+  const open = conversationInAddress();
+  if (open) await conversations.open(open);
   chat.focus();
   // The key made at sign-up is shown once, where keys live.
   if (apiKey) keys.open({ newKey: apiKey });
@@ -128,6 +156,8 @@ async function enter({ apiKey = null } = {}) {
 function signOut({ message = "" } = {}) {
   chat.reset();
   chat.clearDraft();
+  conversations.clear();
+  chatSettings.close();
   history.clear();
   keys.close();
   usage.close();
@@ -164,7 +194,18 @@ $("sidebar-close").addEventListener("click", closeSidebar);
 backdrop.addEventListener("click", closeSidebar);
 sidebar.addEventListener("keydown", (e) => { if (e.key === "Escape") closeSidebar(); });
 
-$("new-chat").addEventListener("click", () => { chat.reset(); closeSidebar(); chat.focus(); });
+$("new-chat").addEventListener("click", () => {
+  conversations.startNew();
+  chat.reset();
+  closeSidebar();
+  chat.focus();
+});
+$("open-chat-settings").addEventListener("click", () => chatSettings.open());
+window.addEventListener("hashchange", () => {
+  // A conversation's link was followed (its entry in the sidebar, Back, a pasted link).
+  const id = conversationInAddress();
+  if (id && id !== conversations.current?.id && !appView.hidden) conversations.open(id);
+});
 modelSelect.addEventListener("change", () => {
   remember(MODEL_KEY, modelSelect.value);
   showModel();
