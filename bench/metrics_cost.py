@@ -1,6 +1,7 @@
 """What the Prometheus metrics (gateway/metrics.py) cost a request, without servers or
-sockets: the request layer (``RequestMetrics``: the route's counter and histogram) around
-an app that answers at once, against the same app bare, and a finished call's share
+sockets: the request layer (``RequestObserver``: the route's counter and histogram; request
+lines off, as by default) around an app that answers at once, against the same app bare,
+and a finished call's share
 (``Metrics.call``: tokens and time to first token, the stream gauge up and down). Both in
 memory (one process) and in prometheus_client's multiprocess mode (``--workers N``), where
 each update also writes the worker's mmap file.
@@ -35,7 +36,8 @@ def _best(fn: Any, repeat: int = 5) -> float:
 
 def measure() -> dict[str, float]:
     # Imported here: prometheus_client picks in-memory or multiprocess values at import.
-    from gateway.metrics import Metrics, RequestMetrics, note_model
+    from gateway.metrics import Metrics
+    from gateway.observe import RequestObserver, note_model
     from providers.base import Usage
 
     state = SimpleNamespace()
@@ -63,8 +65,8 @@ def measure() -> dict[str, float]:
         return None
 
     fast = [("POST", "/v1/chat/completions")]
-    layered = RequestMetrics(app, state=state, fast=fast)
-    layered_stream = RequestMetrics(stream, state=state, fast=fast)
+    layered = RequestObserver(app, state=state, fast=fast, log_lines=False)
+    layered_stream = RequestObserver(stream, state=state, fast=fast, log_lines=False)
     scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions"}
     loop = asyncio.new_event_loop()
 

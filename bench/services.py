@@ -272,7 +272,7 @@ def start_external(work: Path) -> ExternalServices:
     pg_port, redis_port = procs.free_port(), procs.free_port()
     run_dir = Path(f"/tmp/gateway-bench-{os.getpid()}")
     env = {**os.environ, "PG_PORT": str(pg_port), "REDIS_PORT": str(redis_port),
-           "RUN_DIR": str(run_dir)}
+           "RUN_DIR": str(run_dir), "PG_REPLICA_PORT": ""}  # no read replica to measure
     out = subprocess.run(["bash", str(REPO / ".ci" / "services.sh")], env=env,
                          capture_output=True, text=True, timeout=120, check=True).stdout
     urls = dict(re.findall(r"export (\w+)=(\S+)", out))

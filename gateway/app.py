@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 
 import httpx
 from starlette.applications import Starlette
@@ -17,16 +18,30 @@ from starlette.types import ASGIApp
 
 from gateway.auth.credentials import ApiKeyHasher, JwtCodec, PasswordHasher
 from gateway.auth.principal import Authenticator
+from gateway.auth.resets import PasswordResets
 from gateway.auth.throttle import AuthThrottle
 from gateway.catalog import ModelCatalog
 from gateway.chat.call import ATTEMPTS_HEADER, SERVED_BY_HEADER, CallServices
 from gateway.errors import APIError, handle_api_error, handle_http_exception, handle_unexpected
 from gateway.jobs import JobRunner
-from gateway.metrics import MULTIPROC_ENV, Metrics, RequestMetrics
+from gateway.mail import SmtpMailer
+from gateway.metrics import MULTIPROC_ENV, Metrics
 from gateway.middleware import Envelope, FastRoutes
+from gateway.observe import RequestObserver
 from gateway.ratelimit import LeaseRenewer, build_limiter, choose_backend
 from gateway.resilience.router import Router
-from gateway.routes import accounts, admin, chat, health, history, legacy, limits, metrics
+from gateway.routes import (
+    accounts,
+    admin,
+    chat,
+    conversations,
+    health,
+    history,
+    legacy,
+    limits,
+    metrics,
+    password_reset,
+)
 from gateway.routing import MethodNotAllowed
 from gateway.settings import Settings, ensure_secrets, prepare_data_dir
 from gateway.tokens import TokenCounter
@@ -34,14 +49,21 @@ from gateway.upstream_client import build_upstream_transport
 from providers.base import ProviderConfig
 from providers.registry import ProviderRegistry
 from storage.accounts import AccountRepository
+from storage.conversations import ConversationStore
 from storage.engine import build_engine, session_factory
 from storage.history import HistoryStore
 from storage.jobs import JobStore
+from storage.models import utcnow
+from storage.password_resets import PasswordResetStore
+from storage.reads import ReadEngine
 from storage.spool import Spool
 from storage.writer import RequestWriter
 from webui import static_app
 
 log = logging.getLogger("gateway")
+# A replica that does not answer a new connection in this time is failed over to the
+# primary (storage/reads.py) rather than holding the read for asyncpg's 60 s default.
+REPLICA_CONNECT_SECONDS = 2.0
 
 
 def provider_configs(settings: Settings) -> list[ProviderConfig]:
@@ -57,9 +79,11 @@ def provider_configs(settings: Settings) -> list[ProviderConfig]:
 
 def create_app(settings: Settings, *,
                upstream_transport: httpx.AsyncBaseTransport | None = None,
-               clock: Callable[[], float] = time.monotonic) -> Envelope:
+               clock: Callable[[], float] = time.monotonic,
+               wall_clock: Callable[[], datetime] = utcnow) -> RequestObserver:
     """Build the ASGI app; ``upstream_transport`` replaces the upstream pool (bench, tests),
-    ``clock`` the monotonic clock of the circuit breakers (tests)."""
+    ``clock`` the monotonic clock of the circuit breakers, ``wall_clock`` the time password
+    reset links are issued and checked at (tests)."""
     settings = ensure_secrets(settings)
 
     @contextlib.asynccontextmanager
@@ -74,6 +98,14 @@ def create_app(settings: Settings, *,
 
             await upgrade_async(url)
         state.engine = build_engine(url, pool_size=settings.db_pool_size)
+        # The read-only views (/history, /stats) read through this; writes, accounts, keys
+        # and job claims use state.engine. No replica configured: no second pool.
+        read_url = settings.effective_database_read_url
+        state.reads = ReadEngine(
+            state.engine,
+            build_engine(read_url, pool_size=settings.db_pool_size,
+                         connect_timeout=REPLICA_CONNECT_SECONDS) if read_url else None,
+            max_wait=settings.read_replica_max_wait_ms / 1000)
         sessions = session_factory(state.engine)
         state.sessions = sessions
         spool = (Spool(settings.data_dir / "spool",
@@ -111,9 +143,20 @@ def create_app(settings: Settings, *,
             window_seconds=settings.login_window_seconds,
             max_delay=settings.login_delay_max_seconds,
             registrations_per_ip=settings.registrations_per_ip,
-            registration_window_seconds=settings.registration_window_seconds)
+            registration_window_seconds=settings.registration_window_seconds,
+            forgot_per_ip=settings.forgot_password_per_ip,
+            forgot_per_account=settings.forgot_password_per_account,
+            reset_per_ip=settings.reset_password_per_ip,
+            reset_window_seconds=settings.password_reset_window_seconds)
         state.auth = Authenticator(state.accounts, state.hasher, state.jwt,
                                    ttl=settings.auth_cache_seconds, touch=state.writer.touch_key)
+        mailer = (SmtpMailer(settings.smtp_url.get_secret_value(), sender=settings.mail_from,
+                             timeout=settings.mail_timeout_seconds)
+                  if settings.smtp_url is not None else None)
+        state.password_resets = PasswordResets(
+            state.accounts, PasswordResetStore(sessions), state.hasher, mailer,
+            public_url=settings.public_base_url,
+            ttl_seconds=settings.password_reset_ttl_seconds, clock=wall_clock)
         state.http = upstream_transport or build_upstream_transport(
             settings.upstream_max_connections)
         state.providers = ProviderRegistry()  # every installed provider plugin
@@ -137,7 +180,8 @@ def create_app(settings: Settings, *,
                                            router=router,
                                            default_max_tokens=settings.default_max_tokens_estimate,
                                            metrics=state.metrics)
-        state.history = HistoryStore(state.engine)
+        state.history = HistoryStore(state.engine, state.reads)
+        state.conversations = ConversationStore(state.engine, state.reads)
         state.jobs = JobRunner(JobStore(state.engine), state.call_services, state.catalog,
                                workers=settings.job_workers if settings.jobs_enabled else 0,
                                lease_seconds=settings.job_lease_seconds,
@@ -156,6 +200,7 @@ def create_app(settings: Settings, *,
         finally:
             # Running jobs finish, or go back to pending, before anything they use closes.
             await state.jobs.stop(settings.shutdown_grace_seconds)
+            await state.password_resets.aclose(settings.mail_timeout_seconds)
             await state.leases.aclose()
             await state.writer.stop()
             await state.metrics.aclose()
@@ -164,10 +209,12 @@ def create_app(settings: Settings, *,
             await state.limiter.aclose()
             if state.redis is not None:
                 await state.redis.aclose()
+            await state.reads.dispose()
             await state.engine.dispose()
 
-    api = [*health.routes, *accounts.routes, *chat.routes, *limits.routes,
-           *legacy.routes, *history.routes, *admin.routes, *metrics.routes]
+    api = [*health.routes, *accounts.routes, *password_reset.routes, *chat.routes,
+           *limits.routes, *legacy.routes, *history.routes, *conversations.routes,
+           *admin.routes, *metrics.routes]
     # The UI mounted at / matches every path: a wrong method on an API path must be a 405
     # (gateway/routing.py) before it gets there.
     routes = [*api, MethodNotAllowed(api, fast=chat.FAST), static_app.mount()]
@@ -175,22 +222,24 @@ def create_app(settings: Settings, *,
         routes=routes, lifespan=lifespan,
         exception_handlers={APIError: handle_api_error, HTTPException: handle_http_exception,
                             Exception: handle_unexpected})
-    # One dispatch (the hot routes, then the router), each request counted and timed by its
-    # route (gateway/metrics.py), under one CORS layer for all routes.
-    routed: ASGIApp = RequestMetrics(FastRoutes(app, chat.FAST), state=app.state,
-                                     fast=chat.FAST)
+    # One dispatch (the hot routes, then the router) under one CORS layer for all routes,
+    # inside the envelope (ids, headers, body limit); around it all, each request is
+    # counted and timed by its route and logged (gateway/observe.py).
+    routed: ASGIApp = FastRoutes(app, chat.FAST)
     if settings.cors_origins:
         routed = cors_layer(routed, settings.cors_origins)
-    return Envelope(routed, state=app.state, max_body_bytes=settings.max_body_bytes,
-                    trust_forwarded=settings.trust_forwarded)
+    enveloped = Envelope(routed, max_body_bytes=settings.max_body_bytes,
+                         trust_forwarded=settings.trust_forwarded)
+    return RequestObserver(enveloped, state=app.state, fast=chat.FAST)
 
 
 def cors_layer(app: ASGIApp, origins: list[str]) -> ASGIApp:
     """CORS only when origins are configured: no layer at all (and no cost) otherwise."""
     return CORSMiddleware(
         app, allow_origins=origins,
-        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-        allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
+        allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=["authorization", "content-type", "x-api-key", "x-request-id",
+                       conversations.HEADER],
         expose_headers=["x-request-id", "retry-after", "retry-after-ms", ATTEMPTS_HEADER,
                         SERVED_BY_HEADER,
                         "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",

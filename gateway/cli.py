@@ -76,7 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
                 # uvicorn applies it here and again in each worker it starts.
                 log_config=logs.logging_config(settings.log_format, level=args.log_level,
                                                access_log=args.access_log),
-                access_log=False,  # the gateway's request line says more (request_log.py)
+                access_log=False,  # the gateway's request line says more (gateway/observe.py)
                 timeout_graceful_shutdown=settings.shutdown_grace_seconds, server_header=False,
                 # Bounds on what clients can hold (README: production runs behind nginx,
                 # which also times out slow headers and bodies; uvicorn cannot).

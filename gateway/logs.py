@@ -21,7 +21,7 @@ from pythonjsonlogger.core import RESERVED_ATTRS
 LogFormat = Literal["text", "json"]
 
 ACCESS_LOGGER = "gateway.access"
-"""One line per HTTP request (gateway/request_log.py), on with ``gateway serve --access-log``."""
+"""One line per HTTP request (gateway/observe.py), on with ``gateway serve --access-log``."""
 CLI_LOGGER = "gateway.cli"
 """What the commands tell their operator; as text it reads ``gateway: <message>``."""
 

@@ -1,14 +1,15 @@
-"""Prometheus metrics: the counters, where requests are timed, and how workers add up.
+"""Prometheus metrics: the counters, and how workers add up.
 
-``Metrics`` is built once per process in the lifespan; the call path reports to it, and
-``GET /metrics`` (gateway/routes/metrics.py) renders it. Under ``gateway serve --workers N``
-the serve command points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory shared by the
+``Metrics`` is built once per process in the lifespan; the request layer
+(gateway/observe.py) and the call path report to it, and ``GET /metrics``
+(gateway/routes/metrics.py) renders it. Under ``gateway serve --workers N`` the serve
+command points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory shared by the
 workers: prometheus_client then keeps every value in a per-process file there (it decides
 when it is imported, from the environment), and a scrape answered by any worker sums all.
 
 Label sets stay bounded: ``route`` is a route template, ``model`` a public model name of
-the catalog (anything else is ``""``), ``status`` an HTTP status, ``provider`` a configured
-provider and ``kind`` an error class's code.
+the catalog (anything else is ``""``), ``status`` an HTTP status (499: the client left
+before any answer), ``provider`` a configured provider and ``kind`` an error class's code.
 """
 
 from __future__ import annotations
@@ -19,17 +20,13 @@ import contextlib
 import os
 import shutil
 import tempfile
-import time
-from collections.abc import Iterable, Mapping
-from contextvars import ContextVar
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
-from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from providers.base import Usage
 from providers.errors import ProviderError
@@ -88,26 +85,6 @@ def upstream_error_kind(exc: BaseException) -> str:
     if isinstance(exc, ProviderError):
         return exc.code or exc.type
     return "internal_error"
-
-
-class _Note:
-    """What the call path learns about a request that the request layer labels it with."""
-
-    __slots__ = ("model",)
-
-    def __init__(self) -> None:
-        self.model = ""
-
-
-# The request being served (set by ``RequestMetrics``); None outside requests (jobs).
-_NOTE: ContextVar[_Note | None] = ContextVar("gateway_metrics_note", default=None)
-
-
-def note_model(model: str) -> None:
-    """Label the request being served with its (resolved, public) model."""
-    note = _NOTE.get()
-    if note is not None:
-        note.model = model
 
 
 class Metrics:
@@ -237,48 +214,3 @@ class Metrics:
         """The exposition (Prometheus text, or OpenMetrics when asked for) and its type."""
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
-
-
-class RequestMetrics:
-    """Counts and times every request an API route answers (``gateway_requests_total``,
-    ``gateway_request_duration_seconds``), labelled with the route's template.
-
-    Requests no API route takes (the web UI's files, unknown paths) are not counted.
-    """
-
-    def __init__(self, app: ASGIApp, *, state: Any, fast: Iterable[tuple[str, str]]) -> None:
-        """``state``: the Starlette app's state, where the lifespan puts ``metrics``;
-        ``fast``: the ``(method, path)`` pairs dispatched ahead of the router."""
-        self.app = app
-        self.state = state
-        self.fast: Mapping[tuple[str, str], str] = {key: key[1] for key in fast}
-
-    def _template(self, scope: Scope) -> str | None:
-        route = scope.get("route")  # the Starlette router puts the matched route here
-        if isinstance(route, Route):
-            return route.path
-        return self.fast.get((scope["method"], scope["path"]))
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        note = _Note()
-        token = _NOTE.set(note)
-        status = 500  # what uvicorn answers when the app raises before it responds
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        started = time.perf_counter()
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            _NOTE.reset(token)
-            route = self._template(scope)
-            metrics = getattr(self.state, "metrics", None)
-            if route is not None and metrics is not None:
-                metrics.request(route, note.model, status, time.perf_counter() - started)

@@ -15,12 +15,10 @@ import re
 import secrets
 from collections.abc import Mapping
 from itertools import count
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import APIError
-from gateway.request_log import RequestLog, logs_requests
 
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 
@@ -76,14 +74,11 @@ class FastRoutes:
 class Envelope:
     """Request id (a sane incoming ``x-request-id`` is honoured), the headers helmet sets
     (no sniffing, no framing, no referrer, a CSP, HSTS under TLS; no-store under /auth/),
-    and the body-size limit (413 by Content-Length or while the body streams in); inside
-    it, the request line when request lines are logged (gateway/request_log.py)."""
+    and the body-size limit (413 by Content-Length or while the body streams in)."""
 
-    def __init__(self, app: ASGIApp, *, state: Any, max_body_bytes: int,
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int,
                  trust_forwarded: bool = False) -> None:
-        self.log_requests = logs_requests()
-        self.app = RequestLog(app) if self.log_requests else app
-        self.state = state  # the Starlette app's state (the lifespan's long-lived objects)
+        self.app = app
         self.max_body_bytes = max_body_bytes
         self.trust_forwarded = trust_forwarded
         self.request_ids = RequestIds()
@@ -124,10 +119,7 @@ class Envelope:
 
         limit = self.max_body_bytes
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            response = body_too_large(limit).response()
-            if self.log_requests:
-                response = RequestLog(response)
-            await response(scope, receive, send_with_headers)
+            await body_too_large(limit).response()(scope, receive, send_with_headers)
             return
         received = 0
 

@@ -13,6 +13,7 @@ import stat
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
@@ -126,6 +127,14 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, validation_alias=AliasChoices("GATEWAY_DATABASE_URL", "DATABASE_URL",
                                             "database_url"))
+    # A streaming replica of DATABASE_URL for the read-only views (/history, /stats): see
+    # storage/reads.py for the rule that keeps those reads from ever being stale.
+    database_read_url: str | None = Field(
+        None, validation_alias=AliasChoices("GATEWAY_DATABASE_READ_URL", "DATABASE_READ_URL",
+                                            "database_read_url"))
+    # How long a read waits for the replica to replay the writes committed before it began,
+    # before it reads the primary instead.
+    read_replica_max_wait_ms: int = Field(100, ge=0, le=10_000)
     redis_url: str | None = Field(
         None, validation_alias=AliasChoices("GATEWAY_REDIS_URL", "REDIS_URL", "redis_url"))
     db_pool_size: int = Field(10, ge=1)
@@ -146,6 +155,17 @@ class Settings(BaseSettings):
     login_delay_max_seconds: float = Field(4.0, ge=0, le=30)
     registrations_per_ip: int = Field(10, ge=1)
     registration_window_seconds: int = Field(3600, ge=1)
+    # Forgot password (gateway/auth/resets.py): links mailed over SMTP, or written to the
+    # log when no SMTP server is set; both endpoints throttled per address (and per account).
+    smtp_url: SecretStr | None = None  # smtp://[user:password@]host:port or smtps://...
+    mail_from: str = "LLM Gateway <noreply@localhost>"
+    public_url: str | None = None  # default: http://GATEWAY_HOST:GATEWAY_PORT as served
+    mail_timeout_seconds: float = Field(15.0, gt=0, le=300)
+    password_reset_ttl_seconds: int = Field(1800, ge=60, le=7 * 86_400)
+    forgot_password_per_ip: int = Field(10, ge=1)
+    forgot_password_per_account: int = Field(3, ge=1)
+    reset_password_per_ip: int = Field(20, ge=1)
+    password_reset_window_seconds: int = Field(3600, ge=1)
 
     cors_origins: list[str] = []
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
@@ -232,6 +252,16 @@ class Settings(BaseSettings):
                     if other == name or other not in known:
                         raise ValueError(f"models.{name}.{field}: {other!r} is not another "
                                          "configured model")
+        if self.database_read_url and not (
+                _postgres_url(self.effective_database_url)
+                and _postgres_url(self.effective_database_read_url or "")):
+            raise ValueError("database_read_url: a read replica needs PostgreSQL for both "
+                             "DATABASE_URL and DATABASE_READ_URL (postgresql://...)")
+        if self.smtp_url is not None:
+            smtp_url_parts(self.smtp_url.get_secret_value())  # raises a readable ValueError
+        if self.public_url is not None and not self.public_url.startswith(("http://",
+                                                                           "https://")):
+            raise ValueError("public_url must start with http:// or https://")
         if self.rate_limit_backend == "redis" and not self.redis_url:
             raise ValueError("rate_limit_backend is 'redis' but REDIS_URL is not set")
         if self.env == "production":
@@ -242,6 +272,10 @@ class Settings(BaseSettings):
                         f"{field}: production needs GATEWAY_{field.upper()} of at least "
                         f"{MIN_SECRET_LENGTH} random characters (python -c 'import secrets; "
                         f"print(secrets.token_urlsafe(48))')")
+            if self.smtp_url is not None and self.public_url is None:
+                raise ValueError("public_url: production mails password reset links, which "
+                                 "need GATEWAY_PUBLIC_URL, the address users open the web "
+                                 "UI at (e.g. https://gateway.example.com)")
         return self
 
     def _known_models(self) -> set[str]:
@@ -257,19 +291,30 @@ class Settings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         if self.database_url:
-            url = self.database_url
-            # Accept the URLs people copy from hosting dashboards.
-            for plain in ("postgres://", "postgresql://"):
-                if url.startswith(plain):
-                    return "postgresql+asyncpg://" + url[len(plain):]
-            return url
+            return _asyncpg_url(self.database_url)
         return f"sqlite+aiosqlite:///{(self.data_dir / 'gateway.db').resolve()}"
+
+    @property
+    def effective_database_read_url(self) -> str | None:
+        """The read replica's URL for SQLAlchemy, or None: everything reads the primary."""
+        return _asyncpg_url(self.database_read_url) if self.database_read_url else None
 
     @property
     def auto_migrate(self) -> bool:
         if self.migrate_on_start is not None:
             return self.migrate_on_start
         return self.env != "production"
+
+    @property
+    def public_base_url(self) -> str:
+        """Where users reach the gateway (the web UI), for links in mails."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        # What `gateway serve` listens on; an "any address" bind is reached as localhost.
+        host = os.environ.get("GATEWAY_HOST", "127.0.0.1")
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{os.environ.get('GATEWAY_PORT', '8000')}"
 
     @property
     def is_sqlite(self) -> bool:
@@ -310,6 +355,35 @@ class Settings(BaseSettings):
             for alias in route.aliases:
                 routes.setdefault(alias, route)
         return routes
+
+
+def _asyncpg_url(url: str) -> str:
+    """Accept the URLs people copy from hosting dashboards."""
+    for plain in ("postgres://", "postgresql://"):
+        if url.startswith(plain):
+            return "postgresql+asyncpg://" + url[len(plain):]
+    return url
+
+
+def _postgres_url(url: str) -> bool:
+    return url.startswith("postgresql")
+
+
+def smtp_url_parts(url: str) -> tuple[bool, str, int, str | None, str | None]:
+    """(implicit TLS, host, port, user, password) of an ``smtp://`` or ``smtps://`` URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        # Not the URL itself in the message: it may hold the password.
+        raise ValueError("smtp_url must look like smtp://[user:password@]host:port (STARTTLS "
+                         "when the server offers it) or smtps://... (TLS from the start)")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("smtp_url: the port is not a number from 1 to 65535") from None
+    tls = parts.scheme == "smtps"
+    return (tls, parts.hostname, port or (465 if tls else 25),
+            unquote(parts.username) if parts.username else None,
+            unquote(parts.password) if parts.password is not None else None)
 
 
 class TomlFileSource(PydanticBaseSettingsSource):

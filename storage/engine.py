@@ -12,8 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 
-def build_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
-    """Create the engine; SQLite gets a private file, WAL, a busy timeout and foreign keys."""
+def build_engine(url: str, *, pool_size: int = 10, echo: bool = False,
+                 connect_timeout: float | None = None) -> AsyncEngine:
+    """Create the engine; SQLite gets a private file, WAL, a busy timeout and foreign keys.
+    ``connect_timeout`` bounds each new PostgreSQL connection (asyncpg's default is 60 s)."""
     # orjson for JSON columns (messages, parameters, tool calls): the writer serialises
     # thousands of them per second.
     kwargs: dict[str, Any] = {"echo": echo, "json_serializer": _json_dumps,
@@ -25,6 +27,8 @@ def build_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncE
         kwargs["connect_args"] = {"timeout": 30}
     else:
         kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        if connect_timeout is not None:
+            kwargs["connect_args"] = {"timeout": connect_timeout}
     engine = create_async_engine(url, **kwargs)
     if url.startswith("sqlite"):
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)

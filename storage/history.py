@@ -1,6 +1,8 @@
 """Queries behind ``/history`` and ``/stats``: one user's requests and usage counters.
 
 Every query is scoped to the caller's ``user_id``: another user's row is simply not found.
+Reads go through the ``ReadEngine`` (a caught-up replica, else the primary); deletes are
+writes and always go to the primary.
 """
 
 from __future__ import annotations
@@ -11,16 +13,18 @@ from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from storage.models import InferenceRequest, UsageDaily
+from storage.reads import ReadEngine
 
 T = InferenceRequest.__table__
 U = UsageDaily.__table__
 PREVIEW_CHARS = 300
 
-SUMMARY_COLUMNS = (T.c.id, T.c.source, T.c.model, T.c.status, T.c.created_at, T.c.started_at,
-                   T.c.completed_at, T.c.prompt_tokens, T.c.completion_tokens, T.c.total_tokens,
+SUMMARY_COLUMNS = (T.c.id, T.c.conversation_id, T.c.source, T.c.model, T.c.status,
+                   T.c.created_at, T.c.started_at, T.c.completed_at, T.c.prompt_tokens,
+                   T.c.completion_tokens, T.c.total_tokens,
                    T.c.tokens_estimated, T.c.processing_time_ms, T.c.time_to_first_token_ms,
                    T.c.finish_reason, T.c.error, T.c.attempts, T.c.served_by)
 USAGE_COUNTERS = ("requests", "succeeded", "failed", "cancelled", "prompt_tokens",
@@ -38,6 +42,9 @@ class HistoryFilter:
     since: datetime | None = None
     until: datetime | None = None
     text: str | None = None
+    # Calls of a conversation are its turns (/conversations), not API calls: left out
+    # unless asked for.
+    conversations: bool = False
 
 
 def like_pattern(text: str) -> str:
@@ -47,8 +54,9 @@ def like_pattern(text: str) -> str:
 
 
 class HistoryStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, reads: ReadEngine | None = None) -> None:
         self._engine = engine
+        self._reads = reads or ReadEngine(engine)
 
     async def page(self, user_id: uuid.UUID, filters: HistoryFilter, limit: int,
                    after: tuple[datetime, uuid.UUID] | None = None
@@ -58,6 +66,8 @@ class HistoryStore:
                          sa.func.substr(T.c.prompt, 1, PREVIEW_CHARS).label("prompt_preview"),
                          sa.func.substr(T.c.response, 1, PREVIEW_CHARS)
                          .label("response_preview")).where(T.c.user_id == user_id)
+        if not filters.conversations:
+            stmt = stmt.where(T.c.conversation_id.is_(None))
         if filters.model:
             stmt = stmt.where(T.c.model == filters.model)
         if filters.statuses:
@@ -75,15 +85,20 @@ class HistoryStore:
             stmt = stmt.where(sa.or_(T.c.created_at < created,
                                      sa.and_(T.c.created_at == created, T.c.id < last_id)))
         stmt = stmt.order_by(T.c.created_at.desc(), T.c.id.desc()).limit(limit + 1)
-        async with self._engine.connect() as conn:
-            rows = list((await conn.execute(stmt)).all())
+        async def read(conn: AsyncConnection) -> list[sa.Row[Any]]:
+            return list((await conn.execute(stmt)).all())
+
+        rows = await self._reads.run(read)
         return rows[:limit], len(rows) > limit
 
     async def item(self, user_id: uuid.UUID, item_id: uuid.UUID) -> sa.Row[Any] | None:
         """One of the user's requests, every column."""
-        async with self._engine.connect() as conn:
-            return (await conn.execute(
-                sa.select(T).where(T.c.id == item_id, T.c.user_id == user_id))).first()
+        stmt = sa.select(T).where(T.c.id == item_id, T.c.user_id == user_id)
+
+        async def read(conn: AsyncConnection) -> sa.Row[Any] | None:
+            return (await conn.execute(stmt)).first()
+
+        return await self._reads.run(read)
 
     async def delete(self, user_id: uuid.UUID, item_id: uuid.UUID) -> bool:
         async with self._engine.begin() as conn:
@@ -97,5 +112,7 @@ class HistoryStore:
         stmt = (sa.select(U.c.day, U.c.model, *(U.c[name] for name in USAGE_COUNTERS))
                 .where(U.c.user_id == user_id, U.c.day >= first, U.c.day <= last)
                 .order_by(U.c.day, U.c.model))
-        async with self._engine.connect() as conn:
+        async def read(conn: AsyncConnection) -> list[dict[str, Any]]:
             return [dict(row._mapping) for row in await conn.execute(stmt)]
+
+        return await self._reads.run(read)

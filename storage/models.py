@@ -52,6 +52,11 @@ class User(SQLModel, table=True):
     # May read the operator views (/admin/*); granted with `gateway set-admin`. The server
     # default gives existing rows (and inserts that omit it) the safe answer: no.
     is_admin: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    # Raised by a password reset: sessions (JWTs) carry the generation they were issued
+    # under and stop working once it moves on (gateway/auth/principal.py).
+    session_generation: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    password_changed_at: datetime | None = Field(default=None,
+                                                 sa_type=sa.DateTime(timezone=True))
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
 
@@ -76,11 +81,27 @@ class ApiKey(SQLModel, table=True):
     updated_at: datetime = _ts()
 
 
+class PasswordResetToken(SQLModel, table=True):
+    """A single-use password reset link; only the keyed hash of its token is stored."""
+
+    __tablename__ = "password_reset_tokens"
+
+    id: uuid.UUID = _uuid_pk()
+    user_id: uuid.UUID = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True))
+    # Set when the token is used, or when a newer request for the same account replaces it.
+    used_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    created_at: datetime = _ts()
+
+
 class InferenceRequest(SQLModel, table=True):
     __tablename__ = "inference_requests"
     __table_args__ = (
         sa.Index("ix_inference_requests_user_created", "user_id", "created_at"),
         sa.Index("ix_inference_requests_status_created", "status", "created_at"),
+        sa.Index("ix_inference_requests_conversation_created", "conversation_id",
+                 "created_at"),
     )
 
     id: uuid.UUID = _uuid_pk()
@@ -110,6 +131,10 @@ class InferenceRequest(SQLModel, table=True):
     # (retries, fallbacks), in order; None for rows from before they were recorded.
     served_by: str | None = Field(default=None, max_length=200)
     upstream_attempts: list[Any] | None = Field(default=None, sa_type=JSONType)
+    # The conversation the call belongs to (the x-gateway-conversation header), if any. No
+    # foreign key on purpose: the writer stores a call that ends after its conversation was
+    # deleted without a refused batch, then deletes it (storage/conversations.py).
+    conversation_id: uuid.UUID | None = None
     # Legacy job bookkeeping (issue: /inference jobs).
     attempts: int = 0
     lease_owner: str | None = Field(default=None, max_length=100)
@@ -117,6 +142,23 @@ class InferenceRequest(SQLModel, table=True):
     created_at: datetime = _ts()
     started_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
     completed_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    updated_at: datetime = _ts()
+
+
+class Conversation(SQLModel, table=True):
+    """A chat thread of one user; its turns are derived from its latest call's row."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (sa.Index("ix_conversations_user_updated", "user_id", "updated_at"),)
+
+    id: uuid.UUID = _uuid_pk()
+    user_id: uuid.UUID = Field(foreign_key="users.id", ondelete="CASCADE")
+    # None until the first call names it after its first user message (or a PATCH does).
+    title: str | None = Field(default=None, max_length=200)
+    system_prompt: str | None = Field(default=None, sa_type=sa.Text)
+    temperature: float | None = None
+    max_tokens: int | None = None
+    created_at: datetime = _ts()
     updated_at: datetime = _ts()
 
 

@@ -43,6 +43,7 @@ class CallRecord:
     attempts: int = 0  # upstream calls made (v1); a job's own attempts are counted by its store
     served_by: str | None = None  # "provider/upstream" of the target that answered
     upstream_attempts: list[dict[str, Any]] | None = None
+    conversation_id: uuid.UUID | None = None  # the x-gateway-conversation of the call
     started_at: datetime | None = None
     completed_at: datetime | None = None
     updated_at: datetime | None = None
@@ -58,4 +59,4 @@ class CallRecord:
 
 COLUMNS = tuple(f.name for f in fields(CallRecord))
 IDENTITY = ("id", "user_id", "api_key_id", "request_id", "source", "model", "provider",
-            "upstream_model", "prompt", "created_at")
+            "upstream_model", "prompt", "created_at", "conversation_id")

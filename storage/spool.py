@@ -1,11 +1,15 @@
 """The writer's crash spool: rows queued for the database are also appended to a file of this
-process in the data dir, so a killed process loses at most the last sync interval of rows;
-the next start replays the files of dead processes.
+process in the data dir, so a killed process loses no finished call; the next start
+replays the files of dead processes.
 
 Layout: ``<dir>/<token>.lock`` is held with ``flock`` while the process lives, and rows go
-to ``<dir>/<token>.<n>.jsonl``, one ``[kind, row]`` JSON line each. A thread takes the
-rows queued since its last turn, writes and fsyncs them (never the event loop, never per
-row), then truncates or deletes what the writer has committed meanwhile.
+to ``<dir>/<token>.<n>.jsonl``, one ``[kind, row]`` JSON line each. A finished call's row
+is written to the file the moment it is queued, on the event loop, before the call's last
+bytes go out (gateway/routes/chat.py finishes a call first): a plain ``write`` into the
+kernel's page cache, which outlives the process however it dies, for a few µs. A thread
+takes everything else queued since its last turn (audit rows, key touches, the started
+records below), writes it, fsyncs the file (never the event loop, never per row; a machine
+crash can lose that interval), then truncates or deletes what the writer has committed.
 
 A call in progress is spooled too, as a small ``started`` record: if the process dies
 before the call's row exists, the replay stores the call as failed instead of forgetting it.
@@ -33,10 +37,12 @@ from storage.unstorable import describe, without_payload
 log = logging.getLogger("gateway.writer")
 
 # Queue item kinds that are table rows; "touch" is {"id": key id, "at": datetime}.
+# WRITTEN marks a "request" row the event loop already wrote (``Spool.append``).
 KIND_TABLES: dict[str, sa.Table] = {"request": InferenceRequest.__table__,  # type: ignore[dict-item]
                                     "audit": AuditLog.__table__}  # type: ignore[dict-item]
 
 Item = tuple[str, dict[str, Any]]
+WRITTEN = "written"
 _DECODE_TABLES = {**KIND_TABLES, "started": KIND_TABLES["request"]}
 STOPPED = "the gateway process stopped before the call finished"
 # Calls whose end never reached the spool (a response never started never closes its
@@ -99,9 +105,13 @@ def unfinished_row(started: dict[str, Any]) -> dict[str, Any]:
 
 
 class Spool:
-    """This process's spool. ``append`` (event loop, per row) only queues in memory;
-    ``committed`` (event loop, per batch) says how many of the appended rows, in order,
-    are in the database."""
+    """This process's spool. ``append`` (event loop, per row) writes a finished call's row
+    at once and queues anything else in memory; ``committed`` (event loop, per batch) says
+    how many of the appended rows, in order, are in the database.
+
+    One lock orders the loop's writes with the thread's: a line the loop wrote is always
+    in a segment that is kept until its row is committed (the thread counts it before it
+    truncates or rotates)."""
 
     def __init__(self, directory: Path, *, sync_seconds: float = 0.1,
                  segment_bytes: int = 8 << 20) -> None:
@@ -118,6 +128,8 @@ class Spool:
         self._path: Path | None = None
         self._fd = -1
         self._bytes = 0
+        self._dirty = False  # written since the last fsync
+        self._lock = threading.Lock()
         self._lock_fd = -1
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -137,7 +149,21 @@ class Spool:
         self._thread.start()
 
     def append(self, item: Item) -> None:
-        self._pending.append(item)
+        if item[0] != "request":
+            self._pending.append(item)
+            return
+        line = encode(item)
+        with self._lock:
+            if line is not None and self._fd >= 0:
+                try:
+                    self._put([line])
+                except OSError:
+                    # Disk full or gone: the thread tries again, the row still goes to
+                    # the database; only the crash window comes back.
+                    log.exception("writer spool: cannot write %s", self._path)
+                else:
+                    item = (WRITTEN, item[1])
+            self._pending.append(item)
 
     def started(self, row: dict[str, Any]) -> None:
         """A call began; its ``request`` row, appended when it ends, closes the record."""
@@ -155,7 +181,9 @@ class Spool:
         self._thread.join()
         self._thread = None
         left = max(0, self._taken - self._committed) + len(self._in_flight)
-        os.close(self._fd)
+        with self._lock:
+            os.close(self._fd)
+            self._fd = -1  # later rows (none, once the writer stopped) stay in memory
         if left:
             log.warning("writer: %d rows not in the database (%d of unfinished calls) are "
                         "left in %s for the next start to replay", left,
@@ -188,6 +216,13 @@ class Spool:
                 return
 
     def _sync(self) -> None:
+        with self._lock:
+            self._take_turn()
+            fd, dirty, self._dirty = self._fd, self._dirty, False
+        if dirty:
+            os.fdatasync(fd)  # outside the lock: the loop keeps writing meanwhile
+
+    def _take_turn(self) -> None:
         committed = self._committed
         items: list[Item] = []
         while True:
@@ -196,8 +231,8 @@ class Spool:
             except IndexError:
                 break
         # A call that started and ended since the last turn needs no started record: its
-        # row is spooled in this very write (most non-streamed calls).
-        ended = {row["id"] for kind, row in items if kind == "request"}
+        # row is spooled already or in this very write (most non-streamed calls).
+        ended = {row["id"] for kind, row in items if kind in ("request", WRITTEN)}
         lines: list[bytes] = []
         for item in items:
             kind, row = item
@@ -211,15 +246,15 @@ class Spool:
                     if len(self._in_flight) > MAX_IN_FLIGHT:
                         del self._in_flight[next(iter(self._in_flight))]
                 continue
-            if kind == "request":
+            if kind in ("request", WRITTEN):
                 self._in_flight.pop(row["id"], None)
             self._taken += 1
-            if self._taken <= committed:
-                continue  # already in the database: nothing to protect
+            if kind == WRITTEN or self._taken <= committed:
+                continue  # in the file already, or in the database: nothing to protect
             line = encode(item)
             if line is not None:
                 lines.append(line)
-        self._write(lines)
+        self._put(lines)
         committed = self._committed
         while self._closed and self._closed[0][1] <= committed:
             self._closed.pop(0)[0].unlink(missing_ok=True)
@@ -227,22 +262,24 @@ class Spool:
             os.ftruncate(self._fd, 0)  # all of it is in the database
             self._bytes = 0
         elif self._bytes >= self._segment_bytes:
+            os.fdatasync(self._fd)
             os.close(self._fd)
             assert self._path is not None
             self._closed.append((self._path, self._taken))
             self._next_segment()
             # Calls still running keep their record in the segment that outlives the old.
-            self._write(list(self._in_flight.values()))
+            self._put(list(self._in_flight.values()))
 
-    def _write(self, lines: list[bytes]) -> None:
+    def _put(self, lines: list[bytes]) -> None:
+        """Write the lines (not synced: ``_sync`` does that); under the lock."""
         if not lines:
             return
         blob = b"".join(lines)
         data = memoryview(blob)
         while data:
             data = data[os.write(self._fd, data):]
-        os.fdatasync(self._fd)
         self._bytes += len(blob)
+        self._dirty = True
 
 
 class DeadSpool:

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from storage.conversations import record_calls
 from storage.models import ApiKey, AuditLog, InferenceRequest, UsageDaily
 from storage.records import CallRecord
 from storage.spool import KIND_TABLES, Item, Spool, dead_spools, unfinished_row
@@ -339,6 +340,7 @@ class RequestWriter:
             if requests:
                 for stmt in usage_upserts(dialect, requests):
                     await conn.execute(stmt)
+                await record_calls(conn, requests)
             if audits:
                 audit_insert: Any = sa.insert(AuditLog.__table__)
                 if idempotent:

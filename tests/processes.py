@@ -42,11 +42,12 @@ def gateway_env(data_dir: Path, **env: str) -> dict[str, str]:
 
 
 class GatewayProcess:
-    """``python -m gateway.cli serve`` on a free loopback port; ``wait_ready`` before use."""
+    """``python -m gateway.cli serve`` on a loopback port (a free one unless given: a
+    restarted replica keeps its port behind a load balancer); ``wait_ready`` before use."""
 
     def __init__(self, env: dict[str, str], log: Path, *, args: Sequence[str] = (),
-                 umask: int = -1) -> None:
-        self.port = free_port()
+                 umask: int = -1, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log_path = log
         self._log = log.open("ab")

@@ -59,7 +59,7 @@ def test_compose_health_checks_and_start_order(compose: dict, dockerfile: list[s
     services = compose["services"]
     image_check = ["python", *healthcheck_command(dockerfile)[1:]]
     gateways = gateway_services(compose)
-    assert sorted(gateways) == ["gateway1", "gateway2"]
+    assert sorted(gateways) == ["gateway1", "gateway2", "gateway3"]
     for name, svc in gateways.items():
         check = svc["healthcheck"]["test"]
         assert check[0] == "CMD" and "/ready" in " ".join(check), (name, check)
@@ -77,7 +77,7 @@ def test_compose_health_checks_and_start_order(compose: dict, dockerfile: list[s
     assert services["migrate"]["healthcheck"] == {"disable": True}
     assert services["nginx"]["depends_on"] == {
         name: {"condition": "service_healthy"} for name in gateways}
-    for name in ("gateway1", "gateway2"):
+    for name in gateways:
         volume = services[name]["volumes"][0].split(":")[0]
         assert volume in compose["volumes"], volume
     assert len({services[n]["volumes"][0] for n in gateways}) == len(gateways)
@@ -85,8 +85,14 @@ def test_compose_health_checks_and_start_order(compose: dict, dockerfile: list[s
 
 def test_nginx_balances_over_exactly_the_compose_gateways(compose: dict) -> None:
     site = (ROOT / "deploy" / "nginx.conf").read_text()
-    servers = re.findall(r"^\s*server\s+([\w.-]+):(\d+);", site, re.M)
-    assert sorted(servers) == [(name, "8000") for name in sorted(gateway_services(compose))]
+    servers = re.findall(r"^\s*server\s+([\w.-]+):(\d+)(\s[^;]*)?;", site, re.M)
+    assert sorted(s[:2] for s in servers) == [
+        (name, "8000") for name in sorted(gateway_services(compose))]
+    # A stopped replica's requests go to the next one (tests/deploy/test_topology.py kills
+    # one); a request a replica received is never sent again (no non_idempotent).
+    assert all("max_fails=" in s[2] and "fail_timeout=" in s[2] for s in servers), servers
+    assert re.search(r"^\s*proxy_next_upstream error timeout;", site, re.M)
+    assert not re.search(r"^\s*proxy_next_upstream\s[^;#]*non_idempotent", site, re.M)
     assert compose["services"]["nginx"]["volumes"] == [
         "./deploy/nginx.conf:/etc/nginx/conf.d/default.conf:ro"]
 

@@ -66,21 +66,36 @@ class JwtCodec:
         self._audience = audience
         self.ttl_seconds = ttl_seconds
 
-    def issue(self, user_id: uuid.UUID, *, now: float | None = None) -> str:
+    def issue(self, user_id: uuid.UUID, *, now: float | None = None,
+              generation: int = 0) -> str:
+        """A session token; ``generation`` is the user's session generation, which a
+        password reset raises to end every session issued before it."""
         iat = int(now if now is not None else time.time())
         claims = {"sub": str(user_id), "iss": self._issuer, "aud": self._audience,
-                  "iat": iat, "exp": iat + self.ttl_seconds, "jti": uuid.uuid4().hex}
+                  "iat": iat, "exp": iat + self.ttl_seconds, "jti": uuid.uuid4().hex,
+                  "gen": generation}
         return jwt.encode(claims, self._secret, algorithm=self.algorithm)
 
     def verify(self, token: str) -> uuid.UUID | None:
         """The user id of a valid token, or None (bad signature, alg, expiry, iss or aud)."""
+        session = self.verify_session(token)
+        return session[0] if session is not None else None
+
+    def verify_session(self, token: str) -> tuple[uuid.UUID, int] | None:
+        """The user id and session generation of a valid token, or None.
+
+        Tokens from before generations existed carry no ``gen``: they count as 0.
+        """
         try:
             # Only HS256 is accepted, so "alg": "none" and key-confusion tokens fail here.
             claims = jwt.decode(token, self._secret, algorithms=[self.algorithm],
                                 audience=self._audience, issuer=self._issuer,
                                 options={"require_exp": True, "require_iat": True,
                                          "require_sub": True})
-            return uuid.UUID(claims["sub"])
+            generation = claims.get("gen", 0)
+            if isinstance(generation, bool) or not isinstance(generation, int):
+                return None
+            return uuid.UUID(claims["sub"]), generation
         except (JWTError, ValueError, KeyError, TypeError, AttributeError):
             # python-jose compares claims without checking their types first: a token signed
             # with our secret but carrying ``"iat": null`` raises TypeError, not JWTError.

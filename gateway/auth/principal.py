@@ -1,7 +1,8 @@
 """Who is calling: resolve a credential to a ``Principal``, with a short-lived cache.
 
 The cache keeps the hot path free of database round trips. Revocation clears this
-process's entry at once; other processes see it within ``ttl`` seconds, as do plan changes.
+process's entry at once; other processes see it within ``ttl`` seconds, as do plan changes
+and password resets (which end the sessions issued before them: gateway/auth/resets.py).
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ class Authenticator:
         self._ttl = ttl
         self._touch = touch  # callable(key_id, at) that records last_used_at off the hot path
         self._keys: dict[str, tuple[float, Principal | None, str]] = {}
-        self._users: dict[uuid.UUID, tuple[float, Principal | None]] = {}
+        # user id -> (expiry, principal, session generation)
+        self._users: dict[uuid.UUID, tuple[float, Principal | None, int]] = {}
         self._loading: dict[str, asyncio.Task[Principal | None]] = {}
 
     async def authenticate(self, conn: HTTPConnection) -> Principal:
@@ -150,21 +152,31 @@ class Authenticator:
         return principal
 
     async def _by_jwt(self, token: str) -> Principal | None:
-        user_id = self._jwt.verify(token)
-        if user_id is None:
+        session = self._jwt.verify_session(token)
+        if session is None:
             return None
+        user_id, generation = session
         now = time.monotonic()
         cached = self._users.get(user_id)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        row = await self._accounts.user_with_plan(user_id)
-        principal = None
-        if row is not None and row[0].status == "active":
-            principal = principal_from_rows(row[0], row[1], "jwt")
-        if len(self._users) > 100_000:
-            self._users.clear()
-        self._users[user_id] = (now + self._ttl, principal)
-        return principal
+        # A newer generation than the cached one means a reset this entry predates (made
+        # in another process): reload, so a session issued since is not refused.
+        if cached is None or cached[0] <= now or generation > cached[2]:
+            row = await self._accounts.user_with_plan(user_id)
+            principal = None
+            current = 0
+            if row is not None and row[0].status == "active":
+                principal = principal_from_rows(row[0], row[1], "jwt")
+                current = row[0].session_generation
+            if len(self._users) > 100_000:
+                self._users.clear()
+            cached = self._users[user_id] = (now + self._ttl, principal, current)
+        # A session from before the last password reset is over (the account's API keys
+        # are not: they are managed, and revoked, on their own).
+        return cached[1] if generation == cached[2] else None
+
+    def forget_user(self, user_id: uuid.UUID) -> None:
+        """Drop a user's sessions from this process's cache (password reset)."""
+        self._users.pop(user_id, None)
 
     def forget_key(self, key_hash: str) -> None:
         """Drop a key from this process's cache (revoke, regenerate)."""

@@ -21,10 +21,10 @@ from gateway.chat.request import ParsedChat
 from gateway.chat.transcript import Transcript
 from gateway.errors import APIError, from_provider, invalid
 from gateway.limits import limits_for, rate_limit_headers, rejection
-from gateway.metrics import Metrics, note_model
+from gateway.metrics import Metrics
+from gateway.observe import note_call, note_model
 from gateway.ratelimit import LeaseRenewer
 from gateway.ratelimit.base import Lease, RateLimiter
-from gateway.request_log import note_call
 from gateway.resilience.balance import Deployment
 from gateway.resilience.policy import breaker_failure
 from gateway.resilience.router import Attempt, Router, Served

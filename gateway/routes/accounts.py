@@ -50,7 +50,7 @@ def _key_limits(data: dict[str, Any]) -> dict[str, int]:
     return out
 
 
-def _email(data: dict[str, Any]) -> str:
+def parse_email(data: dict[str, Any]) -> str:
     raw = data.get("email")
     if not isinstance(raw, str) or not raw.strip():
         raise invalid("email", "email is required")
@@ -61,7 +61,7 @@ def _email(data: dict[str, Any]) -> str:
     return info.normalized.lower()
 
 
-def _password(data: dict[str, Any]) -> str:
+def parse_password(data: dict[str, Any]) -> str:
     password = data.get("password")
     if not isinstance(password, str) or not password:
         raise invalid("password", "password is required")
@@ -78,8 +78,8 @@ def _key_name(data: dict[str, Any]) -> str:
 async def register(request: Request) -> JSONResponse:
     state = request.app.state
     data = await json_object(request)
-    email = _email(data)
-    password = _password(data)
+    email = parse_email(data)
+    password = parse_password(data)
     state.passwords.check_policy(password)
     # Counted once the request is valid, so a typo does not use up the address's quota.
     await state.throttle.admit_registration(client_ip(request) or "unknown")
@@ -103,26 +103,29 @@ async def register(request: Request) -> JSONResponse:
 async def login(request: Request) -> JSONResponse:
     state = request.app.state
     data = await json_object(request)
-    email = _email(data)
-    password = _password(data)
+    email = parse_email(data)
+    password = parse_password(data)
     ip = client_ip(request) or "unknown"
+    # Looked up first: the account's failure counters start afresh after a password reset.
+    user = await state.accounts.user_by_email(email)
+    epoch = user.session_generation if user is not None else 0
     try:
-        await state.throttle.admit_login(email, ip)
+        await state.throttle.admit_login(email, ip, epoch=epoch)
     except APIError:
         audit(request, "auth.login_throttled", user_id=None, details={"email": email})
         raise
-    user = await state.accounts.user_by_email(email)
     hashed = user.password_hash if user is not None else state.passwords.dummy_hash
     ok = await asyncio.to_thread(state.passwords.verify, password, hashed)
     if user is None or not ok or user.status != "active":
         # Unknown emails count too: the answers must not tell which accounts exist.
-        await state.throttle.login_failed(email, ip)
+        await state.throttle.login_failed(email, ip, epoch=epoch)
         state.metrics.logins_failed.inc()
         audit(request, "auth.login_failed", user_id=user.id if user else None,
               details={"email": email})
         raise APIError(401, "Incorrect email or password.", code="invalid_credentials")
     audit(request, "auth.login", user_id=user.id, resource_type="user", resource_id=user.id)
-    return JSONResponse({"token": state.jwt.issue(user.id), "token_type": "bearer",
+    token = state.jwt.issue(user.id, generation=user.session_generation)
+    return JSONResponse({"token": token, "token_type": "bearer",
                          "expires_in": state.jwt.ttl_seconds, "user": user_view(user)})
 
 

@@ -17,6 +17,8 @@ from gateway.chat.encode import DONE, ChunkEncoder, usage_body
 from gateway.chat.request import parse_chat
 from gateway.errors import APIError, internal_error
 from gateway.http import CancelOnDisconnect, JSONResponse, json_object, request_id
+from gateway.routes.conversations import HEADER as CONVERSATION_HEADER
+from gateway.routes.conversations import owned_conversation
 from gateway.sse import EventStreamResponse
 from providers.base import Chunk
 from providers.errors import ProviderError
@@ -38,9 +40,18 @@ async def chat_completions(request: Request) -> Response | EventStreamResponse:
     principal = await state.auth.authenticate(request)
     parsed = parse_chat(await json_object(request))
     route = state.catalog.resolve(parsed.model, principal)
+    # A call without the header pays one header lookup; with it, one ownership check,
+    # before anything is admitted, sent upstream or stored. The header is never forwarded
+    # (providers build their own requests).
+    conversation = request.headers.get(CONVERSATION_HEADER)
+    if conversation is not None:
+        conversation_id = await owned_conversation(state.conversations, principal.user_id,
+                                                   conversation)
     rid = request_id(request)
     call = ChatCall(state.call_services, principal, route, parsed, source="v1",
                     request_id=rid)
+    if conversation is not None:
+        call.record.conversation_id = conversation_id
     await call.admit()
     completion_id = "chatcmpl-" + rid.removeprefix("req_")
     created = int(time.time())
@@ -74,6 +85,7 @@ async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
 
 async def _sse(call: ChatCall, first: Chunk | None, encoder: ChunkEncoder
                ) -> AsyncGenerator[bytes, None]:
+    tail: list[bytes] = []
     try:
         if first is not None:
             if data := encoder.encode(first):
@@ -82,15 +94,18 @@ async def _sse(call: ChatCall, first: Chunk | None, encoder: ChunkEncoder
                 if data := encoder.encode(chunk):
                     yield data
         if call.usage is not None and (data := encoder.usage(call.usage)):
-            yield data
-        yield DONE
+            tail.append(data)
     except ProviderError as exc:
         # After the first byte an error can only travel inside the stream.
-        yield encoder.error(call.error(exc))
-        yield DONE
+        tail.append(encoder.error(call.error(exc)))
     finally:
+        # Finished before the last bytes go out, so a client that got [DONE] has its row
+        # in the crash spool even if the process is killed the next instant.
         with anyio.CancelScope(shield=True):
             await call.finish()
+    for data in tail:
+        yield data
+    yield DONE
 
 
 async def _gone(call: ChatCall) -> Response:

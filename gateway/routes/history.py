@@ -60,7 +60,7 @@ def summary_view(row: Any) -> dict[str, Any]:
             "usage": usage_view(row), "processing_time_ms": row.processing_time_ms,
             "time_to_first_token_ms": row.time_to_first_token_ms,
             "finish_reason": row.finish_reason, "error": row.error, "attempts": row.attempts,
-            "served_by": row.served_by}
+            "served_by": row.served_by, "conversation_id": _id(row.conversation_id)}
 
 
 def detail_view(row: Any) -> dict[str, Any]:
@@ -74,7 +74,12 @@ def detail_view(row: Any) -> dict[str, Any]:
             "usage": usage_view(row), "processing_time_ms": row.processing_time_ms,
             "time_to_first_token_ms": row.time_to_first_token_ms, "error": row.error,
             "attempts": row.attempts, "served_by": row.served_by,
-            "upstream_attempts": row.upstream_attempts}
+            "upstream_attempts": row.upstream_attempts,
+            "conversation_id": _id(row.conversation_id)}
+
+
+def _id(value: uuid.UUID | None) -> str | None:
+    return str(value) if value is not None else None
 
 
 def encode_cursor(created_at: datetime, item_id: uuid.UUID) -> str:
@@ -165,8 +170,12 @@ def _filters(request: Request) -> HistoryFilter:
     since, until = _when(request, "from", end=False), _when(request, "to", end=True)
     if since is not None and until is not None and since >= until:
         raise invalid("from", "'from' must be before 'to'")
+    flag = query.get("include_conversations") or "false"
+    if flag not in ("true", "false"):
+        raise invalid("include_conversations", "'include_conversations' must be 'true' or "
+                      "'false'")
     return HistoryFilter(model=model, statuses=statuses, source=source,
-                         since=since, until=until, text=text)
+                         since=since, until=until, text=text, conversations=flag == "true")
 
 
 async def list_history(request: Request) -> JSONResponse:

@@ -23,7 +23,7 @@ from gateway.chat.request import ParsedChat, parse_chat
 from gateway.errors import APIError, invalid, not_found, retry_headers
 from gateway.http import JSONResponse, json_object, request_id
 from gateway.limits import duration, limits_for
-from gateway.metrics import note_model
+from gateway.observe import note_model
 from gateway.routes.history import INTEGER, aware, path_id, usage_view
 from storage.jobs import PREVIEW_CHARS, STATUSES
 from storage.models import utcnow

@@ -19,6 +19,7 @@ import pytest
 
 from gateway.logs import ACCESS_LOGGER
 from gateway.middleware import Envelope
+from gateway.observe import RequestObserver
 from tests.processes import GatewayProcess, gateway_env
 
 PASSWORD = "correct horse 42"
@@ -153,7 +154,7 @@ async def test_request_lines_are_opt_in_and_cover_answers_before_the_app(
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    async def call(envelope: Envelope, headers: list) -> list[dict]:
+    async def call(envelope: RequestObserver, headers: list) -> list[dict]:
         sent: list[dict] = []
 
         async def receive():
@@ -167,10 +168,13 @@ async def test_request_lines_are_opt_in_and_cover_answers_before_the_app(
                        receive, send)
         return sent
 
+    def observed() -> RequestObserver:
+        return RequestObserver(Envelope(app, max_body_bytes=100), state=None, fast=())
+
     with caplog.at_level(logging.INFO):  # INFO for every logger is no reason for them
-        assert not Envelope(app, state=None, max_body_bytes=100).log_requests
+        assert not observed().log_lines
     access_logger.setLevel(logging.INFO)  # what `gateway serve --access-log` configures
-    envelope = Envelope(app, state=None, max_body_bytes=100)
+    envelope = observed()
     with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
         answered = await call(envelope, [])
         refused = await call(envelope, [(b"content-length", b"1000")])  # 413 before the app

@@ -30,6 +30,8 @@ WRONG = [
     ("GET", "/auth/register", "POST"),
     ("GET", "/auth/login", "POST"),
     ("POST", "/auth/me", "GET, HEAD"),
+    ("GET", "/auth/forgot-password", "POST"),
+    ("PUT", "/auth/reset-password", "POST"),
     ("DELETE", "/auth/keys", "GET, HEAD, POST"),
     ("GET", f"/auth/keys/{ID}/regenerate", "POST"),
     ("GET", f"/auth/keys/{ID}", "DELETE"),
@@ -40,6 +42,8 @@ WRONG = [
     ("GET", f"/inference/{ID}/cancel", "POST"),
     ("POST", "/history", "GET, HEAD"),
     ("PUT", f"/history/{ID}", "GET, HEAD, DELETE"),
+    ("PUT", "/conversations", "GET, HEAD, POST"),
+    ("POST", f"/conversations/{ID}", "GET, HEAD, DELETE, PATCH"),
     ("POST", "/stats", "GET, HEAD"),
     ("DELETE", "/usage", "GET, HEAD"),
     ("POST", "/admin/upstreams", "GET, HEAD"),
@@ -79,7 +83,7 @@ def test_every_api_route_is_covered(bare_gateway: GatewayServer) -> None:
     """Routes added later are held to the same rule: for every API path, a method none of
     its routes serves is a 405 listing all the methods that are."""
     allowed: dict[str, set[str]] = {}
-    # Envelope → RequestMetrics → FastRoutes: the hot routes, then the Starlette app.
+    # RequestObserver → Envelope → FastRoutes: the hot routes, then the Starlette app.
     dispatch = bare_gateway.app.app.app
     for route in dispatch.app.routes:
         if isinstance(route, Route) and route.methods:

@@ -51,6 +51,13 @@ def test_cors_allow_list(small_gateway: GatewayServer) -> None:
     r = httpx.options(small_gateway.url + "/v1/chat/completions",
                       headers={**pre, "Origin": "https://evil.example.com"})
     assert "access-control-allow-origin" not in r.headers
+    # The web UI renames conversations with PATCH and names them in a header of its own.
+    r = httpx.options(small_gateway.url + "/conversations/x",
+                      headers={**pre, "Access-Control-Request-Method": "PATCH"})
+    assert r.status_code == 200 and "PATCH" in r.headers["access-control-allow-methods"]
+    r = httpx.options(small_gateway.url + "/v1/chat/completions", headers={
+        **pre, "Access-Control-Request-Headers": "authorization,x-gateway-conversation"})
+    assert r.status_code == 200
 
 
 def test_body_size_limit(small_gateway: GatewayServer) -> None:
@@ -114,7 +121,7 @@ def _hot_route(monkeypatch: pytest.MonkeyPatch, error: Exception) -> Any:
 
     monkeypatch.setattr(chat, "chat_completions", broken)
     routed = FastRoutes(None, {("POST", "/x"): chat.endpoint})  # type: ignore[arg-type]
-    return Envelope(routed, state=None, max_body_bytes=100)
+    return Envelope(routed, max_body_bytes=100)
 
 
 async def test_unexpected_error_on_hot_route_is_openai_shaped_500(

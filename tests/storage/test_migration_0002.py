@@ -96,7 +96,10 @@ def test_0002_up_and_down_keeps_rows(backend: str, tmp_path: Path) -> None:
     run(url, fill)
 
     run_sync(upgrade, url, "0002")
-    assert run(url, diff) == []
+    # Later revisions add more; that the head matches the models is checked at the end.
+    assert "is_admin" in run(url, lambda c: columns(c, "users"))
+    assert {"served_by", "upstream_attempts"} <= run(
+        url, lambda c: columns(c, "inference_requests"))
     user = models.User.__table__
     requests = models.InferenceRequest.__table__
     # Existing rows: not an admin, nothing recorded about upstream attempts.

@@ -8,12 +8,15 @@ import shutil
 import uuid
 from pathlib import Path
 
+import httpx
+import openai
 import sqlalchemy as sa
 
 from storage.models import AuditLog, InferenceRequest, UsageDaily, utcnow
 from storage.spool import STOPPED, Spool, dead_spools
 from storage.writer import RequestWriter
 from tests.conftest import register
+from tests.processes import GatewayProcess, gateway_env
 from tests.servers import GatewayServer
 from tests.storage.test_unstorable import _audit
 from tests.storage.test_writer import _values, until
@@ -150,3 +153,41 @@ def test_the_spool_is_emptied_once_its_rows_are_committed(gateway: GatewayServer
         return written, list(spool_dir.iterdir())
 
     assert gateway.run(scenario()) == (10, [])
+
+
+def test_a_process_killed_right_after_answering_keeps_every_answered_call(
+        tmp_path: Path) -> None:
+    """SIGKILL the instant the answers arrived (a plain call, then a stream read to
+    [DONE]): the rows were written to the spool before the answers' last bytes left, so
+    the next start stores them as completed, with their answers. The spool's thread and the
+    writer are held off (10 s, an hour), so only the write on the call's path can save them."""
+    data = tmp_path / "data"
+    env = gateway_env(data, GATEWAY_WRITER_FLUSH_SECONDS="3600",
+                      GATEWAY_WRITER_SPOOL_FSYNC_MS="10000")
+    proc = GatewayProcess(env, tmp_path / "gw.log").wait_ready()
+    try:
+        r = httpx.post(proc.url + "/auth/register",
+                       json={"email": "killed@example.com", "password": "correct horse 42"})
+        assert r.status_code == 201, r.text
+        client = openai.OpenAI(base_url=proc.url + "/v1", api_key=r.json()["apiKey"],
+                               max_retries=0)
+        messages = [{"role": "user", "content": "hello"}]
+        plain = client.chat.completions.create(model="gateway-demo", messages=messages)
+        streamed = "".join(chunk.choices[0].delta.content or "" for chunk in
+                           client.chat.completions.create(model="gateway-demo",
+                                                          messages=messages, stream=True)
+                           if chunk.choices)
+    finally:
+        proc.kill()
+    again = GatewayProcess(env, tmp_path / "gw2.log").wait_ready()  # replays the spool
+    try:
+        history = httpx.get(again.url + "/history", headers={"X-API-Key": client.api_key})
+        assert history.status_code == 200, history.text
+        rows = {item["id"]: item for item in history.json()["data"]}
+        assert sorted(item["status"] for item in rows.values()) == ["completed", "completed"]
+        answers = sorted(httpx.get(f"{again.url}/history/{row_id}",
+                                   headers={"X-API-Key": client.api_key}).json()["response"]
+                         for row_id in rows)
+        assert answers == sorted([plain.choices[0].message.content, streamed])
+    finally:
+        again.stop()
