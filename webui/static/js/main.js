@@ -1,7 +1,7 @@
 // Entry point: wires the screens together and decides what to show at start.
 
 import { api, onUnauthorized, optionalApi, session } from "./api.js";
-import { createAuth } from "./auth.js";
+import { createAuth, takeResetToken } from "./auth.js";
 import { createChatSettings } from "./chat-settings.js";
 import { conversationOf, createChat } from "./chat.js";
 import { conversationInAddress, createConversations } from "./conversations.js";
@@ -202,6 +202,11 @@ $("new-chat").addEventListener("click", () => {
 });
 $("open-chat-settings").addEventListener("click", () => chatSettings.open());
 window.addEventListener("hashchange", () => {
+  const reset = takeResetToken();
+  if (reset) {
+    auth.show({ reset });
+    return;
+  }
   // A conversation's link was followed (its entry in the sidebar, Back, a pasted link).
   const id = conversationInAddress();
   if (id && id !== conversations.current?.id && !appView.hidden) conversations.open(id);
@@ -229,7 +234,12 @@ for (const dialog of document.querySelectorAll("dialog")) {
   });
 }
 
-if (session.token) {
+// A password reset link (#reset=<token>) opens the new password form, signed in or not.
+const resetToken = takeResetToken();
+if (resetToken) {
+  $("boot").hidden = true;
+  auth.show({ reset: resetToken });
+} else if (session.token) {
   enter().finally(() => { $("boot").hidden = true; });
 } else {
   $("boot").hidden = true;
