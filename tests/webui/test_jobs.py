@@ -69,7 +69,7 @@ def test_jobs_submit_progress_result_and_cancel(ui: ChatPage,
 
     def grew() -> bool:
         text = running.locator(".job-progress-text").text_content() or ""
-        match = re.fullmatch(r"(\d+) tokens so far", text)
+        match = re.fullmatch(r"(\d+) tokens? so far", text)
         if match:
             counts.append(int(match.group(1)))
         return len(set(counts) - {0}) >= 2 and counts == sorted(counts)

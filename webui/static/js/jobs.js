@@ -24,7 +24,7 @@ function progressOf(job) {
     const tokens = job.progress?.completion_tokens ?? 0;
     // No total is known while a job runs: the bar is indeterminate, the count is live.
     return { bar: h("progress", { "aria-label": `Progress of “${jobName(job)}”` }),
-      text: `${num(tokens)} tokens so far` };
+      text: `${num(tokens)} ${tokens === 1 ? "token" : "tokens"} so far` };
   }
   if (job.status === "completed") {
     return { bar: h("progress", { max: 1, value: 1, "aria-label": `Progress of “${jobName(job)}”` }),
@@ -89,7 +89,8 @@ export function createJobs({ models }) {
       result.replaceChildren(
         h("h3", { id: "job-result-title", text: `Result of “${jobName(job)}”` }),
         h("p", { class: "muted small", text: `${body.model} · ${num(body.usage?.total_tokens)} `
-          + "tokens" }),
+          + `tokens (${num(body.usage?.prompt_tokens)} prompt + `
+          + `${num(body.usage?.completion_tokens)} completion)` }),
         answer);
       result.hidden = false;
       result.focus();
