@@ -111,6 +111,10 @@ class ModelCatalog:
             out["description"] = route.description
         return out
 
+    def names(self) -> list[str]:
+        """Every public model name served here, sorted."""
+        return sorted(self._routes)
+
     def visible_to(self, principal: Principal) -> list[dict[str, Any]]:
         return [self.describe(r) for name, r in sorted(self._routes.items())
                 if principal.plan.allows_model(name)]

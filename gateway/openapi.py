@@ -69,6 +69,7 @@ from gateway.routes.history import (
     SOURCES,
     STATUSES,
 )
+from gateway.routes.legacy import MAX_PAGE as MAX_JOBS_PAGE
 
 # --- schemas --------------------------------------------------------------------------------
 
@@ -137,7 +138,7 @@ JOB = obj({"id": ID, "object": {"const": "inference"}, "status": JOB_STATUS, "mo
            "source": {"enum": list(SOURCES)}, **TIMINGS, "attempts": INT,
            "served_by": null(STR), "usage": JOB_USAGE,
            "progress": null(obj({"completion_tokens": null(INT)})), "error": null(STR),
-           "result_url": STR})
+           "result_url": STR, "prompt_preview": null(STR)})
 LEGACY_REQUEST = obj({"model": {"type": "string", "minLength": 1}}, {
     "prompt": {**STR, "description": "The user's prompt; or send messages."},
     "messages": array(MESSAGE, minItems=1),
@@ -199,6 +200,12 @@ SCHEMAS: dict[str, Schema] = {
 
 KEY_ID = [path_param("key_id", ID, "The API key's id.")]
 JOB_ID = [path_param("id", STR, "The request's id (a UUID; anything else is a 404).")]
+JOBS_QUERY = [
+    query("status", STR, "One of " + ", ".join(STATUSES) + "; comma-separated for several."),
+    query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_JOBS_PAGE},
+          "Page size (default 20)."),
+    query("after", STR, "The previous page's last_id."),
+]
 CONVERSATION_ID = [path_param("id", STR, "The conversation's id (a UUID; anything else, "
                               "or another user's, is a 404).")]
 CONVERSATIONS_QUERY = [
@@ -305,8 +312,14 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/auth/keys/{key_id}": {"delete": operation(
         "auth", "Revoke a key (idempotent). " + KEYS, ok(ref("ApiKey")), errors=(403, 404),
         security=SESSION, parameters=KEY_ID)},
-    "/inference": {"post": operation(
-        "jobs", "Submit a legacy job", ACCEPTED, errors=(429,), body=LEGACY_REQUEST)},
+    "/inference": {
+        "post": operation("jobs", "Submit a legacy job", ACCEPTED, errors=(429,),
+                          body=LEGACY_REQUEST),
+        "get": operation("jobs", "The caller's jobs, newest first",
+                         ok(obj({"object": {"const": "list"}, "data": array(ref("Job")),
+                                 "has_more": BOOL, "first_id": null(ID),
+                                 "last_id": null(ID)})),
+                         errors=(400,), parameters=JOBS_QUERY)},
     "/inference/{id}": {
         "get": operation("jobs", "A job's status", ok(ref("Job")), errors=(404,),
                          parameters=JOB_ID),
@@ -356,7 +369,8 @@ PATHS: dict[str, dict[str, Schema]] = {
         "limits", "The caller's limits, usage and reset times",
         ok(obj({"plan": STR, "limits": obj({f: INT for f in LIMIT_FIELDS}),
                 "requests": WINDOW, "tokens": WINDOW,
-                "concurrent": obj({"limit": INT, "in_use": INT})}),
+                "concurrent": obj({"limit": INT, "in_use": INT}),
+                "models": obj({"available": array(STR), "not_in_plan": array(STR)})}),
            extra_headers=headers(RATE_LIMIT_HEADERS, required=True)),
         errors=(503,))},
     "/health": {"get": operation("operations", "Liveness (no I/O)",

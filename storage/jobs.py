@@ -34,6 +34,14 @@ from storage.writer import usage_upserts
 
 T = InferenceRequest.__table__
 FINAL = ("completed", "failed", "cancelled")
+STATUSES = ("pending", "processing", *FINAL)
+PREVIEW_CHARS = 300
+# What a job's status view shows (the prompt cut to a preview): GET /inference lists these.
+VIEW_COLUMNS = (T.c.id, T.c.status, T.c.model, T.c.source, T.c.created_at, T.c.started_at,
+                T.c.completed_at, T.c.attempts, T.c.served_by, T.c.prompt_tokens,
+                T.c.completion_tokens, T.c.total_tokens, T.c.tokens_estimated,
+                T.c.processing_time_ms, T.c.time_to_first_token_ms, T.c.error,
+                sa.func.substr(T.c.prompt, 1, PREVIEW_CHARS).label("prompt"))
 CLAIM_TRIES = 5
 # What the final write copies from ChatCall's row; identity, timing of the claim and the
 # request itself stay as they are.
@@ -201,6 +209,26 @@ class JobStore:
             if result.rowcount == 1:
                 return "stopping"
             return (await conn.execute(sa.select(T.c.status).where(*mine))).scalar_one_or_none()
+
+    async def page(self, user_id: uuid.UUID, statuses: tuple[str, ...], limit: int,
+                   after: uuid.UUID | None = None) -> tuple[list[sa.Row[Any]], bool] | None:
+        """The user's jobs newest first, keyset-paginated on (created_at, id) after the job
+        ``after``; (rows, has_more), or None when ``after`` is not one of their jobs."""
+        mine = (T.c.user_id == user_id, T.c.source == "legacy")
+        stmt = sa.select(*VIEW_COLUMNS).where(*mine)
+        if statuses:
+            stmt = stmt.where(T.c.status.in_(statuses))
+        stmt = stmt.order_by(T.c.created_at.desc(), T.c.id.desc()).limit(limit + 1)
+        async with self._engine.connect() as conn:
+            if after is not None:
+                anchor = (await conn.execute(sa.select(T.c.created_at).where(
+                    T.c.id == after, *mine))).scalar_one_or_none()
+                if anchor is None:
+                    return None
+                stmt = stmt.where(sa.or_(T.c.created_at < anchor,
+                                         sa.and_(T.c.created_at == anchor, T.c.id < after)))
+            rows = list((await conn.execute(stmt)).all())
+        return rows[:limit], len(rows) > limit
 
     async def owner(self, user_id: uuid.UUID, api_key_id: uuid.UUID | None) -> Owner | None:
         """The submitting user, their current plan and the key used (if it still exists)."""

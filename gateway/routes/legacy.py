@@ -1,5 +1,7 @@
 """The seed's job API: submit a prompt (202 and an id), poll its status, fetch the result.
 
+``GET /inference`` lists the caller's jobs (newest first, ``status``/``limit``/``after``
+as OpenAI's list endpoints page: ``after`` is the previous page's ``last_id``).
 ``POST /inference`` validates the body up front with the same ``parse_chat`` as ``/v1``
 (errors name the legacy field, e.g. ``parameters.temperature``), stores the job and
 answers 202; a worker (:mod:`gateway.jobs`) runs it. An unknown model, or one outside the
@@ -22,11 +24,14 @@ from gateway.errors import APIError, invalid, not_found, retry_headers
 from gateway.http import JSONResponse, aware, json_object, request_id
 from gateway.limits import duration, limits_for
 from gateway.observe import note_model
-from gateway.routes.history import path_id, usage_view
+from gateway.routes.history import INTEGER, path_id, usage_view
+from storage.jobs import PREVIEW_CHARS, STATUSES
 from storage.models import utcnow
 from storage.records import CallRecord
 
 FIELDS = ("model", "prompt", "messages", "parameters")
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
 # Legacy parameter name → OpenAI field.
 PARAMETERS = {"temperature": "temperature", "max_tokens": "max_tokens",
               "maxTokens": "max_tokens", "top_p": "top_p", "topP": "top_p", "stop": "stop",
@@ -88,6 +93,7 @@ def job_view(row: Any, progress: int | None = None) -> dict[str, Any]:
     running = row.status == "processing"
     return {
         "id": str(row.id), "object": "inference", "status": row.status, "model": row.model,
+        "prompt_preview": (row.prompt or "")[:PREVIEW_CHARS],
         "source": row.source, "created_at": aware(row.created_at),
         "started_at": aware(row.started_at), "completed_at": aware(row.completed_at),
         "attempts": row.attempts, "served_by": row.served_by, "usage": usage_view(row),
@@ -192,8 +198,47 @@ async def cancel(request: Request) -> JSONResponse:
     return JSONResponse(job_view(row))
 
 
+def _list_params(request: Request) -> tuple[tuple[str, ...], int, uuid.UUID | None]:
+    """``status`` (comma-separated), ``limit`` (1-100, default 20) and ``after`` (a job id:
+    the ``last_id`` of the previous page)."""
+    query = request.query_params
+    statuses = tuple(s for s in (query.get("status") or "").split(",") if s)
+    for name in statuses:
+        if name not in STATUSES:
+            raise invalid("status", f"'status' must be one of {', '.join(STATUSES)} "
+                          "(comma-separated for several)")
+    raw = query.get("limit") or str(DEFAULT_PAGE)
+    if not INTEGER.fullmatch(raw) or not 1 <= int(raw) <= MAX_PAGE:
+        raise invalid("limit", f"'limit' must be an integer between 1 and {MAX_PAGE}")
+    after = None
+    if query.get("after"):
+        try:
+            after = uuid.UUID(query["after"])
+        except ValueError:
+            raise invalid("after", "'after' must be the id of one of your jobs (the "
+                          "'last_id' of the previous page)") from None
+    return statuses, int(raw), after
+
+
+async def list_jobs(request: Request) -> JSONResponse:
+    """The caller's jobs, newest first, each as ``GET /inference/{id}`` shows it."""
+    state = request.app.state
+    principal = await state.auth.authenticate(request)
+    statuses, limit, after = _list_params(request)
+    page = await state.jobs.store.page(principal.user_id, statuses, limit, after)
+    if page is None:
+        raise invalid("after", "'after' must be the id of one of your jobs (the 'last_id' of "
+                      "the previous page)")
+    rows, more = page
+    data = [job_view(row, state.jobs.progress(row.id)) for row in rows]
+    return JSONResponse({"object": "list", "data": data,
+                         "first_id": data[0]["id"] if data else None,
+                         "last_id": data[-1]["id"] if data else None, "has_more": more})
+
+
 routes = [
     Route("/inference", submit, methods=["POST"]),
+    Route("/inference", list_jobs, methods=["GET"]),
     Route("/inference/{id}", status, methods=["GET"]),
     Route("/inference/{id}", cancel, methods=["DELETE"]),
     Route("/inference/{id}/result", result, methods=["GET"]),

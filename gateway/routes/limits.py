@@ -1,10 +1,13 @@
-"""GET /rate-limit: the caller's plan, limits, current usage, in-flight calls, reset times."""
+"""GET /rate-limit: the caller's plan, limits, current usage, in-flight calls, reset times,
+and which of the models served here the plan includes (so a client can say why a model it
+sees configured is not offered, instead of hiding it)."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.routing import Route
 
+from gateway.auth.principal import Principal
 from gateway.errors import limiter_unavailable
 from gateway.http import JSONResponse
 from gateway.limits import limits_for, rate_limit_headers
@@ -35,7 +38,16 @@ async def rate_limit(request: Request) -> JSONResponse:
         "requests": _window(status.requests),
         "tokens": _window(status.tokens),
         "concurrent": {"limit": status.concurrent_limit, "in_use": status.concurrent_in_use},
+        "models": _models(state.catalog.names(), principal),
     }, headers=headers)
+
+
+def _models(names: list[str], principal: Principal) -> dict[str, list[str]]:
+    """The served models split by the caller's plan: ``available`` is what ``/v1/models``
+    lists for this caller; ``not_in_plan`` are served here but need another plan."""
+    allowed = principal.plan.allows_model
+    return {"available": [n for n in names if allowed(n)],
+            "not_in_plan": [n for n in names if not allowed(n)]}
 
 
 routes = [Route("/rate-limit", rate_limit, methods=["GET"])]

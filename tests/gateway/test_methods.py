@@ -37,7 +37,7 @@ WRONG = [
     ("GET", f"/auth/keys/{ID}/regenerate", "POST"),
     ("GET", f"/auth/keys/{ID}", "DELETE"),
     ("POST", "/rate-limit", "GET, HEAD"),
-    ("GET", "/inference", "POST"),
+    ("DELETE", "/inference", "POST, GET, HEAD"),
     ("PUT", f"/inference/{ID}", "GET, HEAD, DELETE"),
     ("POST", f"/inference/{ID}/result", "GET, HEAD"),
     ("GET", f"/inference/{ID}/cancel", "POST"),

@@ -166,3 +166,24 @@ def test_login_is_throttled_per_account(gateway: GatewayServer) -> None:
                    json={"email": acct.email, "password": acct.password})
     assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
     assert json.loads(r.content)["error"]["code"] == "too_many_login_attempts"
+
+
+def test_rate_limit_lists_the_models_the_plan_includes(gateway: GatewayServer) -> None:
+    """``available`` is exactly what /v1/models offers the caller; the models served here
+    that the plan leaves out are named, so the UI can say so instead of hiding them."""
+    acct = register(gateway.url)
+    headers = {"Authorization": f"Bearer {acct.token}"}
+
+    def split() -> tuple[dict, list[str]]:
+        models = httpx.get(gateway.url + "/rate-limit", headers=headers).json()["models"]
+        listed = httpx.get(gateway.url + "/v1/models", headers=headers).json()["data"]
+        return models, [m["id"] for m in listed]
+
+    models, listed = split()
+    assert models["available"] == listed == sorted(
+        ["claude-haiku", "gateway-demo", "gpt-4o-mini", "llama-3-8b"])
+    assert models["not_in_plan"] == ["gpt-4o"]
+    set_plan(gateway, acct.user_id, "pro")
+    models, listed = split()
+    assert models["available"] == listed and "gpt-4o" in listed
+    assert models["not_in_plan"] == []

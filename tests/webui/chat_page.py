@@ -13,6 +13,7 @@ class ChatPage:
         self.page = page
         self.base_url = base_url
         self.problems = problems
+        self.api_key = ""
 
     # Navigation and auth
     def open(self) -> None:
@@ -22,12 +23,21 @@ class ChatPage:
         self.page.get_by_label("Email").fill(email)
         self.page.get_by_label("Password", exact=True).fill(password)
 
-    def sign_up(self, email: str | None = None, password: str = PASSWORD) -> str:
+    def sign_up(self, email: str | None = None, password: str = PASSWORD, *,
+                keep_key_dialog: bool = False) -> str:
+        """Create an account. The API keys dialog opens by itself with the new key (shown
+        once): its value is kept as ``api_key``, and the dialog closed unless asked not to."""
         email = email or f"ui-{uuid.uuid4().hex[:10]}@example.com"
         self.page.get_by_role("tab", name="Create account").click()
         self.fill_credentials(email, password)
         self.page.locator("#auth-submit").click()
         self.wait_in_chat()
+        reveal = self.page.get_by_role("dialog", name="API keys").locator(
+            "#key-reveal input.key-value")
+        self.api_key = reveal.input_value()
+        if not keep_key_dialog:
+            self.page.keyboard.press("Escape")
+            self.page.wait_for_function("() => !document.getElementById('keys-dialog').open")
         return email
 
     def sign_in(self, email: str, password: str = PASSWORD) -> None:
@@ -44,8 +54,9 @@ class ChatPage:
     def token(self) -> str | None:
         return self.page.evaluate("localStorage.getItem('gateway.token')")
 
-    def banner_key(self) -> str:
-        return self.page.locator("#key-banner input.key-value").input_value()
+    def signup_key(self) -> str:
+        """The API key shown once at sign-up."""
+        return self.api_key
 
     # Chat
     @property

@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from tests.conftest import make_settings
-from tests.servers import GatewayServer, running
+from tests.conftest import ONE_TRY, make_settings
+from tests.gateway.test_password_reset import SmtpServer
+from tests.servers import FakeUpstream, GatewayServer, running
 from tests.webui.chat_page import PASSWORD, ChatPage
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -23,7 +24,14 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 # The demo model's pacing: slow enough to watch a reply stream and to press Stop mid-way,
 # fast enough to keep the suite short (a reply is ~45 words).
 DEMO_DELAY_MS = 15
-OPTIONAL_ENDPOINTS = ("/history", "/rate-limit", "/stats")
+OPTIONAL_ENDPOINTS = ("/history", "/rate-limit", "/stats", "/conversations")
+# Served by a fake OpenAI upstream: gpt-4o-mini is in the free plan, gpt-4o is not (the
+# UI must say so).
+UPSTREAM_MODEL = "gpt-4o-mini"
+# Reset links are mailed with this base; the tests open their #reset=<token> part here.
+PUBLIC_URL = "https://chat.example.test"
+MAIL_FROM = "LLM Gateway <gateway@example.test>"
+LOCKED_MODEL = "gpt-4o"
 
 # Records CSP violations from inside the page (Playwright's init scripts are exempt from CSP).
 _CSP_PROBE = """
@@ -48,10 +56,32 @@ def chromium() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def webui_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
-    """The real app (fresh SQLite, in-memory limiter, paced demo model) under uvicorn."""
+def webui_upstream() -> Iterator[FakeUpstream]:
+    server = FakeUpstream()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def smtp() -> Iterator[SmtpServer]:
+    """A real SMTP server (aiosmtpd, in-process) the gateway mails reset links through."""
+    server = SmtpServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def webui_gateway(tmp_path_factory: pytest.TempPathFactory, webui_upstream: FakeUpstream,
+                  smtp: SmtpServer) -> Iterator[GatewayServer]:
+    """The real app (fresh SQLite, in-memory limiter, paced demo model, a fake OpenAI
+    upstream, mail through ``smtp``) under uvicorn."""
+    providers = {"fake-openai": {
+        "kind": "openai", "base_url": webui_upstream.url + "/v1", "api_key": "sk-up",
+        "models": {UPSTREAM_MODEL: UPSTREAM_MODEL, LOCKED_MODEL: LOCKED_MODEL}, **ONE_TRY}}
     settings = make_settings(tmp_path_factory.mktemp("webui"), migrate_on_start=True,
-                             demo_delay_ms=DEMO_DELAY_MS)
+                             demo_delay_ms=DEMO_DELAY_MS, providers=providers,
+                             smtp_url=f"smtp://127.0.0.1:{smtp.port}", mail_from=MAIL_FROM,
+                             public_url=PUBLIC_URL)
     with running(create_app(settings)) as server:
         yield server
 

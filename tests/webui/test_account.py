@@ -28,11 +28,18 @@ def test_sign_out_then_sign_in_again(ui: ChatPage) -> None:
     page.reload()  # the session survives a reload
     ui.wait_in_chat()
 
+    # An unsent draft and the chosen model are this user's: sign-out forgets them.
+    page.get_by_label("Message").fill("a private draft, never sent")
+    page.locator("#model-select").select_option("gateway-demo")
+    assert page.evaluate("localStorage.getItem('gateway.model')") == "gateway-demo"
     page.get_by_role("button", name="Sign out").click()
     assert page.locator("#auth-view").is_visible()
     assert page.locator("#app-view").is_hidden()
     assert page.locator("#auth-notice").text_content() == "You have signed out."
     assert ui.token is None
+    assert page.locator("#prompt").input_value() == ""
+    assert page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('gateway.'))") == []
+    assert "a private draft" not in page.content()
 
     ui.problems.allow("/auth/login", 401)
     ui.sign_in(email, "wrong password 99")
@@ -45,13 +52,15 @@ def test_sign_out_then_sign_in_again(ui: ChatPage) -> None:
     assert page.locator("#account-email").text_content() == email
     assert page.locator("#account-plan").text_content() == "free"
     assert ui.model == "gateway-demo"
-    assert page.locator("#key-banner").is_hidden()  # the key is shown at sign-up only
+    # The key is shown at sign-up only; the next user of the browser finds no draft.
+    assert not page.locator("#keys-dialog").evaluate("d => d.open")
     expect(page.get_by_label("Message")).to_be_focused()
+    expect(page.get_by_label("Message")).to_have_value("")
 
 
 def test_expired_session_returns_to_sign_in(ui: ChatPage) -> None:
     page = ui.page
-    for path in ("/auth/me", "/rate-limit", "/stats"):
+    for path in ("/auth/me", "/rate-limit", "/stats", "/v1/models"):
         ui.problems.allow(path, 401)
     ui.open()
     ui.sign_up()
@@ -103,14 +112,21 @@ def test_sign_up_errors_show_the_servers_message_at_the_field(ui: ChatPage) -> N
 def test_api_keys_create_show_once_revoke_and_regenerate(ui: ChatPage) -> None:
     page = ui.page
     ui.open()
-    ui.sign_up()
-    first_key = ui.banner_key()
-    page.locator("#key-banner").get_by_role("button", name="Done").click()
-    assert page.locator("#key-banner").is_hidden()
+    ui.sign_up(keep_key_dialog=True)
+    # The sign-up key is shown once, in the keys dialog that opened by itself (not above
+    # the chat), with the base URL to use it with; Done forgets it.
+    dialog = page.get_by_role("dialog", name="API keys")
+    expect(dialog).to_be_visible()
+    first_key = ui.signup_key()
+    assert first_key.startswith("gw-") and me(ui.base_url, first_key).status_code == 200
+    assert f"{ui.base_url}/v1" in dialog.text_content()
+    expect(dialog.locator("#key-reveal").get_by_role("button", name="Copy")).to_be_focused()
+    assert page.locator("#chat-scroll").get_by_text("API key").count() == 0
+    dialog.locator("#key-reveal").get_by_role("button", name="Done").click()
     assert first_key not in page.content()
+    page.keyboard.press("Escape")
 
     page.get_by_role("button", name="API keys").click()
-    dialog = page.get_by_role("dialog", name="API keys")
     rows = dialog.locator(".key-row")
     rows.first.wait_for()
     assert rows.count() == 1

@@ -37,8 +37,10 @@ def reference(base_url: str, key: str, messages: list[dict[str, str]]) -> Future
 
 
 def statuses(base_url: str, key: str) -> list[str]:
-    """The statuses of the user's calls, as the gateway stored them."""
-    r = httpx.get(base_url + "/history", headers={"authorization": f"Bearer {key}"})
+    """The statuses of the user's calls, as the gateway stored them (a chat in the page is
+    a conversation's call: /history lists those only when asked to)."""
+    r = httpx.get(base_url + "/history", params={"include_conversations": "true"},
+                  headers={"authorization": f"Bearer {key}"})
     assert r.status_code == 200, r.text
     return [item["status"] for item in r.json()["data"]]
 
@@ -53,7 +55,7 @@ def test_sign_up_then_chat_streams_two_turns(ui: ChatPage) -> None:
     ui.sign_up()
     assert ui.model == "gateway-demo"
     assert page.locator("#chat-model").text_content() == "gateway-demo"
-    key = ui.banner_key()
+    key = ui.signup_key()
     assert key.startswith("gw-")
 
     # First turn: the reply streams in piece by piece, then matches the API's answer.
@@ -112,8 +114,10 @@ def test_stop_aborts_a_slow_stream(ui: ChatPage) -> None:
     page = ui.page
     ui.open()
     ui.sign_up()
-    key = ui.banner_key()
-    prompt = "Tell me a long story about gateways."
+    key = ui.signup_key()
+    # A long question makes a long echo (~90 words, over a second at the demo's pace), so
+    # Stop lands mid-reply even when the machine is busy.
+    prompt = "Tell me a long story about gateways" + ", routers, proxies and queues" * 8 + "."
     full = reference(ui.base_url, key, [{"role": "user", "content": prompt}])
     ui.watch_stream()
     ui.send(prompt)

@@ -50,8 +50,8 @@ async function errorFrom(response) {
 
 /** fetch with JSON body and bearer token; throws ApiError unless the response is 2xx. */
 export async function send(path, { method = "GET", body, signal, auth = true,
-  accept = "application/json" } = {}) {
-  const headers = { accept };
+  accept = "application/json", headers: extra = {} } = {}) {
+  const headers = { ...extra, accept };
   if (body !== undefined) headers["content-type"] = "application/json";
   const token = auth ? session.token : null;
   if (token) headers.authorization = `Bearer ${token}`;
@@ -143,15 +143,17 @@ export async function* sseData(stream) {
 }
 
 /**
- * POST /v1/chat/completions with stream: true. Calls onDelta(text) for each piece of
+ * POST /v1/chat/completions with stream: true (params: more body fields, e.g.
+ * temperature; headers: e.g. the conversation's). Calls onDelta(text) for each piece of
  * content; resolves to {text, usage, finishReason, ttftMs, totalMs, complete}.
  * A mid-stream error rejects with an ApiError carrying `partial` (the text so far).
  */
-export async function streamChat({ model, messages, signal, onDelta = () => {} }) {
+export async function streamChat({ model, messages, signal, onDelta = () => {},
+  params = {}, headers = {} }) {
   const started = performance.now();
   const response = await send("/v1/chat/completions", {
-    method: "POST", signal, accept: "text/event-stream",
-    body: { model, messages, stream: true, stream_options: { include_usage: true } },
+    method: "POST", signal, accept: "text/event-stream", headers,
+    body: { model, messages, ...params, stream: true, stream_options: { include_usage: true } },
   });
   const result = { text: "", usage: null, finishReason: null, ttftMs: null, totalMs: null,
     complete: false };

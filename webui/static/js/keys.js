@@ -107,12 +107,18 @@ export function createKeys() {
   dialog.addEventListener("close", () => reveal.replaceChildren());
 
   return {
-    open() {
+    /** Open the dialog; newKey (the key made at sign-up) is shown once, above the list. */
+    open({ newKey = null } = {}) {
       say(errorNote, "");
       reveal.replaceChildren();
       list.replaceChildren();
       if (!dialog.open) dialog.showModal();
-      nameInput.focus();
+      if (newKey) {
+        showKey(newKey, "Your API key: use it from any OpenAI client. Copy it now: "
+          + "it is shown only once.");
+      } else {
+        nameInput.focus();
+      }
       return refresh();
     },
     close() { if (dialog.open) dialog.close(); },

@@ -24,6 +24,9 @@ function featureChips(features) {
   if (Array.isArray(features)) chips.push(...features.map(String));
   else if (features && typeof features === "object") {
     for (const [key, value] of Object.entries(features)) {
+      // The plan's model patterns may name models this gateway does not serve: the
+      // models card says what this user can actually call.
+      if (key === "models") continue;
       const name = key.replace(/_/g, " ");
       if (value === true) chips.push(name);
       else if (Array.isArray(value)) chips.push(`${name}: ${value.join(", ")}`);
@@ -34,15 +37,17 @@ function featureChips(features) {
     chips.map((text) => h("span", { class: "badge", text }))) : null;
 }
 
-function meter(label, used, limit, detail) {
+function meter(label, used, limit, ...detail) {
   const fill = h("div", { class: "meter-fill" });
   const ratio = Number(limit) > 0 ? Math.max(0, Math.min(1, Number(used) / Number(limit))) : 0;
   fill.style.width = `${(ratio * 100).toFixed(1)}%`;
   return h("div", { class: "meter" },
     h("div", { class: "meter-head" }, h("span", { text: label }),
-      h("span", { class: "muted", text: detail })),
+      h("span", { class: "muted" }, ...detail)),
     h("div", { class: "meter-track", "aria-hidden": "true" }, fill));
 }
+
+const resetText = (seconds) => `resets in ${Math.max(0, Math.ceil(seconds))} s`;
 
 function renderPlan(body, me) {
   const plan = me.plan || {};
@@ -60,11 +65,14 @@ function budget(label, bucket, fallbackLimit) {
   const limit = pick(bucket, "limit") ?? fallbackLimit;
   const remaining = pick(bucket, "remaining");
   const reset = pick(bucket, "reset_seconds", "reset_in", "reset");
-  let detail = `${num(remaining)} of ${num(limit)} left`;
+  const detail = [`${num(remaining)} of ${num(limit)} left`];
   if (reset !== undefined && Number(remaining) < Number(limit)) {
-    detail += ` · resets in ${Math.max(0, Math.ceil(Number(reset)))} s`;
+    // The countdown ticks in the page (see createUsage) towards this moment.
+    const at = Date.now() + Number(reset) * 1000;
+    detail.push(" · ", h("span", { class: "reset", dataset: { resetAt: String(at) },
+      text: resetText(Number(reset)) }));
   }
-  return meter(label, remaining, limit, detail);
+  return meter(label, remaining, limit, ...detail);
 }
 
 function renderLimits(body, rl) {
@@ -129,27 +137,86 @@ function renderStats(body, s) {
   ]), byModelTable(s.by_model) || "", byDayBars(s.by_day) || "");
 }
 
+/** The models this user can call: /v1/models (the plan's models that are served here). */
+function renderModels(body, listed, rl) {
+  const ids = (Array.isArray(listed?.data) ? listed.data : [])
+    .map((m) => m && m.id).filter((id) => typeof id === "string");
+  const locked = Array.isArray(rl?.models?.not_in_plan) ? rl.models.not_in_plan : [];
+  body.replaceChildren(
+    ids.length ? h("div", { class: "features" },
+      ids.map((id) => h("span", { class: "badge", text: id })))
+      : h("p", { class: "muted", text: "No model is available to you." }),
+    locked.length ? h("p", { class: "muted small models-locked",
+      text: `Served here but not in your plan: ${locked.join(", ")}.` }) : "");
+}
+
 export function createUsage() {
   const dialog = $("usage-dialog");
   const errorNote = $("usage-error");
-  const cards = { plan: $("usage-plan"), limits: $("usage-limits"), stats: $("usage-stats") };
+  const cards = { plan: $("usage-plan"), models: $("usage-models"), limits: $("usage-limits"),
+    stats: $("usage-stats") };
   const body = (card) => card.querySelector(".card-body");
+  let ticker = 0;
+
+  function stopCountdown() {
+    clearInterval(ticker);
+    ticker = 0;
+  }
+
+  /** Tick each reset countdown every second; at a reset, ask /rate-limit again. */
+  function startCountdown() {
+    stopCountdown();
+    const resets = [...cards.limits.querySelectorAll("[data-reset-at]")];
+    if (!resets.length) return;
+    ticker = setInterval(() => {
+      let due = false;
+      for (const el of resets) {
+        const left = (Number(el.dataset.resetAt) - Date.now()) / 1000;
+        el.textContent = resetText(left);
+        if (left <= 0) due = true;
+      }
+      if (due) refreshLimits();
+    }, 1000);
+  }
+
+  async function refreshLimits() {
+    stopCountdown();
+    try {
+      const rl = await optionalApi("/rate-limit");
+      if (rl && dialog.open) {
+        renderLimits(body(cards.limits), rl);
+        startCountdown();
+      }
+    } catch (error) {
+      if (error.status !== 401) say(errorNote, error.message || "Could not load the limits.");
+    }
+  }
 
   async function refresh() {
     say(errorNote, "");
-    const [me, rl, stats] = await Promise.allSettled([
-      api("/auth/me"), optionalApi("/rate-limit"), optionalApi("/stats?days=30")]);
-    const failures = [me, rl, stats]
+    stopCountdown();
+    const [me, rl, stats, listed] = await Promise.allSettled([
+      api("/auth/me"), optionalApi("/rate-limit"), optionalApi("/stats?days=30"),
+      api("/v1/models")]);
+    const failures = [me, rl, stats, listed]
       .filter((r) => r.status === "rejected" && r.reason.status !== 401);
     if (failures.length) say(errorNote, failures[0].reason.message || "Could not load usage.");
     if (me.status === "fulfilled") renderPlan(body(cards.plan), me.value);
+    cards.models.hidden = listed.status !== "fulfilled";
+    if (!cards.models.hidden) {
+      renderModels(body(cards.models), listed.value, rl.status === "fulfilled" ? rl.value : null);
+    }
     cards.limits.hidden = !(rl.status === "fulfilled" && rl.value);
-    if (!cards.limits.hidden) renderLimits(body(cards.limits), rl.value);
+    if (!cards.limits.hidden) {
+      renderLimits(body(cards.limits), rl.value);
+      if (dialog.open) startCountdown();
+    }
     cards.stats.hidden = !(stats.status === "fulfilled" && stats.value);
     if (!cards.stats.hidden) renderStats(body(cards.stats), stats.value);
   }
 
   $("usage-refresh").addEventListener("click", refresh);
+  dialog.addEventListener("close", stopCountdown);
 
   return {
     open() {
