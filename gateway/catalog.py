@@ -111,9 +111,10 @@ class ModelCatalog:
             out["description"] = route.description
         return out
 
-    def names(self) -> list[str]:
-        """Every public model name served here, sorted."""
-        return sorted(self._routes)
+    def names(self, capability: str | None = None) -> list[str]:
+        """Every public model name served here (that can do ``capability``), sorted."""
+        return sorted(name for name, route in self._routes.items()
+                      if capability is None or capability in route.capabilities)
 
     def visible_to(self, principal: Principal) -> list[dict[str, Any]]:
         return [self.describe(r) for name, r in sorted(self._routes.items())

@@ -8,10 +8,12 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from gateway.auth.principal import Principal
+from gateway.catalog import ModelCatalog
 from gateway.errors import limiter_unavailable
 from gateway.http import JSONResponse
 from gateway.limits import limits_for, rate_limit_headers
 from gateway.ratelimit.base import Decision, RateLimiterUnavailable, WindowState
+from providers.base import CHAT
 
 
 def _window(w: WindowState) -> dict:
@@ -38,16 +40,19 @@ async def rate_limit(request: Request) -> JSONResponse:
         "requests": _window(status.requests),
         "tokens": _window(status.tokens),
         "concurrent": {"limit": status.concurrent_limit, "in_use": status.concurrent_in_use},
-        "models": _models(state.catalog.names(), principal),
+        "models": _models(state.catalog, principal),
     }, headers=headers)
 
 
-def _models(names: list[str], principal: Principal) -> dict[str, list[str]]:
+def _models(catalog: ModelCatalog, principal: Principal) -> dict[str, list[str]]:
     """The served models split by the caller's plan: ``available`` is what ``/v1/models``
-    lists for this caller; ``not_in_plan`` are served here but need another plan."""
+    lists for this caller; ``not_in_plan`` are served here but need another plan; ``chat``
+    names those that chat, whatever the plan (a chat picker shows no embedding model)."""
     allowed = principal.plan.allows_model
+    names = catalog.names()
     return {"available": [n for n in names if allowed(n)],
-            "not_in_plan": [n for n in names if not allowed(n)]}
+            "not_in_plan": [n for n in names if not allowed(n)],
+            "chat": catalog.names(CHAT)}
 
 
 routes = [Route("/rate-limit", rate_limit, methods=["GET"])]

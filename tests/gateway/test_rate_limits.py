@@ -181,8 +181,10 @@ def test_rate_limit_lists_the_models_the_plan_includes(gateway: GatewayServer) -
 
     models, listed = split()
     assert models["available"] == listed == sorted(
-        ["claude-haiku", "gateway-demo", "gpt-4o-mini", "llama-3-8b"])
+        ["claude-haiku", "gateway-demo", "gateway-demo-embed", "gpt-4o-mini", "llama-3-8b"])
     assert models["not_in_plan"] == ["gpt-4o"]
+    # Every served model chats but the demo embeddings model.
+    assert models["chat"] == sorted({*models["available"], "gpt-4o"} - {"gateway-demo-embed"})
     set_plan(gateway, acct.user_id, "pro")
     models, listed = split()
     assert models["available"] == listed and "gpt-4o" in listed

@@ -34,7 +34,9 @@ def test_models_outside_the_plan_are_shown_disabled_and_usage_lists_callable_one
     models = dialog.locator("#usage-models")
     expect(models).to_be_visible()
     # What /v1/models offers, not the plan's list (which names models not served here).
-    assert models.locator(".badge").all_text_contents() == ["gateway-demo", UPSTREAM_MODEL]
+    # The Model picker is for chat; this card lists embedding models too.
+    assert models.locator(".badge").all_text_contents() == [
+        "gateway-demo", "gateway-demo-embed", UPSTREAM_MODEL]
     expect(models.locator(".models-locked")).to_have_text(
         f"Served here but not in your plan: {LOCKED_MODEL}.")
     assert "gpt-3.5-turbo" not in dialog.text_content()

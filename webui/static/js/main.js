@@ -91,14 +91,18 @@ async function loadModels() {
     optionalApi("/rate-limit")]);
   if (listed.status === "fulfilled") {
     const body = listed.value;
-    models = Array.isArray(body?.data) ? body.data.filter((m) => m && m.id) : [];
+    // A chat picker: models that only embed (capabilities without "chat") are left out.
+    models = Array.isArray(body?.data) ? body.data.filter((m) => m && m.id
+      && (!Array.isArray(m.capabilities) || m.capabilities.includes("chat"))) : [];
   } else if (listed.reason.status === 401) {
     return;
   } else {
     say($("chat-error"), `Could not load the models: ${listed.reason.message}`);
   }
   if (limits.status === "fulfilled" && Array.isArray(limits.value?.models?.not_in_plan)) {
-    locked = limits.value.models.not_in_plan.filter((id) => typeof id === "string");
+    const chats = limits.value.models.chat;
+    locked = limits.value.models.not_in_plan.filter((id) => typeof id === "string"
+      && (!Array.isArray(chats) || chats.includes(id)));
   }
   const owners = new Set(models.map((m) => m.owned_by || ""));
   const option = (m) => h("option", { value: m.id, text: m.id });
