@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -35,6 +36,46 @@ def aware(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
+
+
+# Query parameters. An integer: ASCII digits only, and few of them (int() would take
+# "1_0", "٣" or 4,000 digits).
+INTEGER = re.compile(r"[+-]?[0-9]{1,12}")
+
+
+def int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    """An integer query parameter from ``lo`` to ``hi``; ``default`` when absent."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not INTEGER.fullmatch(raw):
+        raise invalid(name, f"'{name}' must be an integer between {lo} and {hi}")
+    value = int(raw)
+    if not lo <= value <= hi:
+        raise invalid(name, f"'{name}' must be between {lo} and {hi}; got {value}")
+    return value
+
+
+def text_param(request: Request, name: str, max_chars: int) -> str | None:
+    """A free-text filter: bounded, and without NUL (PostgreSQL refuses it in text)."""
+    raw = request.query_params.get(name) or None
+    if raw is None:
+        return None
+    if len(raw) > max_chars:
+        raise invalid(name, f"'{name}' must be at most {max_chars} characters")
+    if "\x00" in raw:
+        raise invalid(name, f"'{name}' must not contain NUL characters")
+    return raw
+
+
+def choices_param(request: Request, name: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated query parameter whose every value is one of ``allowed``."""
+    values = tuple(v for v in (request.query_params.get(name) or "").split(",") if v)
+    for value in values:
+        if value not in allowed:
+            raise invalid(name, f"'{name}' must be one of {', '.join(allowed)} "
+                          "(comma-separated for several)")
+    return values
 
 
 async def json_object(request: Request) -> dict[str, Any]:

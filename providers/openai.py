@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
-import orjson
 
 from providers.base import (
     CallContext,
@@ -18,7 +17,7 @@ from providers.base import (
     ProviderConfig,
     embedding_items,
 )
-from providers.errors import ProviderError, UpstreamProtocolError
+from providers.errors import ProviderError
 from providers.openai_embeddings import embeddings_body, parse_embeddings
 from providers.openai_format import (
     OpenAIStreamParser,
@@ -32,7 +31,6 @@ from providers.upstream import (
     HTTPStreamProvider,
     UpstreamCall,
     load_json,
-    unreadable_body,
     upstream_headers,
 )
 
@@ -77,20 +75,10 @@ class OpenAIProvider(HTTPStreamProvider):
     async def embed(self, req: EmbeddingRequest, ctx: CallContext) -> EmbeddingResult:
         """``POST {base_url}/embeddings``, read whole within the call's limits."""
         headers = [*self._json_headers, ("x-client-request-id", ctx.request_id)]
-        raw = await self.fetch_json("POST", self._embeddings_url, headers,
-                                    orjson.dumps(embeddings_body(req)), ctx=ctx)
-        name = self.config.name
-        payload = load_json(raw)
-        if not isinstance(payload, dict):
-            raise unreadable_body(UpstreamProtocolError, name, "expected a JSON object", raw)
-        if payload.get("error"):  # some compatible servers answer errors with 200
-            raise self.error_from_payload(payload) or unreadable_body(
-                UpstreamProtocolError, name, "answered with an error we could not read", raw)
-        try:
-            return parse_embeddings(payload, len(embedding_items(req.input)))
-        except (AttributeError, TypeError, KeyError, ValueError) as exc:
-            raise unreadable_body(UpstreamProtocolError, name,
-                                  "sent embeddings of an unexpected shape", raw) from exc
+        count = len(embedding_items(req.input))
+        return await self.fetch_answer(self._embeddings_url, headers, embeddings_body(req), ctx,
+                                       lambda payload: parse_embeddings(payload, count),
+                                       "embeddings")
 
     async def list_models(self) -> list[ModelInfo]:
         """The upstream's ``GET /models`` (either list shape)."""

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import aclosing, contextmanager
-from typing import Any, ClassVar, NamedTuple, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol, TypeVar
 
 import anyio
 import httpx
@@ -35,6 +35,8 @@ from providers.errors import (
 from providers.reading import Deadline, TimedChunks, read_body, read_error_body
 from providers.sse import EventTooLarge, SSEEvent, aiter_sse
 from providers.untrusted import MAX_PARAM_CHARS, clean_text, parse_retry_after
+
+T = TypeVar("T")
 
 __all__ = ["parse_retry_after"]  # re-exported: providers and plugins import it from here
 
@@ -276,20 +278,29 @@ class HTTPStreamProvider(ABC):
     async def complete_chat(self, req: ChatRequest, ctx: CallContext) -> list[Chunk]:
         """Ask for the whole answer in one body; the chunks ``stream_chat`` would yield."""
         call = self.prepare(req, ctx, stream=False)
-        raw = await self.fetch_json("POST", call.url, call.headers, orjson.dumps(call.body),
-                                    ctx=ctx)
+        return await self.fetch_answer(call.url, call.headers, call.body, ctx,
+                                       self.completion_chunks, "a completion")
+
+    async def fetch_answer(self, url: httpx.URL, headers: HeaderList, body: Any,
+                           ctx: CallContext, read: Callable[[dict[str, Any]], T],
+                           what: str) -> T:
+        """POST ``body`` and ``read`` the whole JSON answer. An error object in a 200 (some
+        compatible servers answer errors so) raises that error; an answer that is not an
+        object, or that ``read`` finds of the wrong shape, is a protocol error about
+        ``what``."""
+        raw = await self.fetch_json("POST", url, headers, orjson.dumps(body), ctx=ctx)
         name = self.config.name
         payload = load_json(raw)
         if not isinstance(payload, dict):
             raise unreadable_body(UpstreamProtocolError, name, "expected a JSON object", raw)
-        if payload.get("error"):  # some compatible servers answer errors with 200
+        if payload.get("error"):
             raise self.error_from_payload(payload) or unreadable_body(
                 UpstreamProtocolError, name, "answered with an error we could not read", raw)
         try:
-            return self.completion_chunks(payload)
+            return read(payload)
         except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a malformed shape
             raise unreadable_body(UpstreamProtocolError, name,
-                                  "sent a completion of an unexpected shape", raw) from exc
+                                  f"sent {what} of an unexpected shape", raw) from exc
 
     async def stream_chat(self, req: ChatRequest, ctx: CallContext) -> AsyncIterator[Chunk]:
         """Yield chunks as the upstream streams them; raise typed errors on failure."""

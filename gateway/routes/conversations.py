@@ -16,8 +16,8 @@ from starlette.routing import Route
 
 from gateway.audit import audit
 from gateway.errors import APIError, invalid, not_found
-from gateway.http import JSONResponse, json_object
-from gateway.routes.history import MAX_QUERY_CHARS, _int_param, _text_param, aware
+from gateway.http import JSONResponse, aware, int_param, json_object, text_param
+from gateway.routes.history import MAX_QUERY_CHARS
 from storage.conversations import SETTINGS, ConversationStore
 
 HEADER = "x-gateway-conversation"
@@ -121,8 +121,8 @@ async def create(request: Request) -> JSONResponse:
 async def list_conversations(request: Request) -> JSONResponse:
     state = request.app.state
     principal = await state.auth.authenticate(request)
-    limit = _int_param(request, "limit", 20, 1, MAX_LIMIT)
-    text = _text_param(request, "q", MAX_QUERY_CHARS)
+    limit = int_param(request, "limit", 20, 1, MAX_LIMIT)
+    text = text_param(request, "q", MAX_QUERY_CHARS)
     after = None
     if raw := request.query_params.get("after"):
         try:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -18,7 +17,7 @@ from starlette.routing import Route
 
 from gateway.audit import audit
 from gateway.errors import invalid, not_found
-from gateway.http import JSONResponse, aware
+from gateway.http import JSONResponse, aware, choices_param, int_param, text_param
 from storage.history import USAGE_COUNTERS, HistoryFilter
 
 STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
@@ -28,7 +27,6 @@ MAX_STATS_DAYS = 366
 MAX_QUERY_CHARS = 500
 MAX_MODEL_CHARS = 200  # the column's length: a longer name matches nothing
 MAX_CURSOR_CHARS = 200  # a real cursor is about 100
-INTEGER = re.compile(r"[+-]?[0-9]{1,12}")
 
 
 def path_id(request: Request) -> uuid.UUID:
@@ -100,31 +98,6 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise bad from None
 
 
-def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    # ASCII digits only, and few of them: int() would take "1_0", "٣" or 4,000 digits.
-    if not INTEGER.fullmatch(raw):
-        raise invalid(name, f"'{name}' must be an integer between {lo} and {hi}")
-    value = int(raw)
-    if not lo <= value <= hi:
-        raise invalid(name, f"'{name}' must be between {lo} and {hi}; got {value}")
-    return value
-
-
-def _text_param(request: Request, name: str, max_chars: int) -> str | None:
-    """A free-text filter: bounded, and without NUL (PostgreSQL refuses it in text)."""
-    raw = request.query_params.get(name) or None
-    if raw is None:
-        return None
-    if len(raw) > max_chars:
-        raise invalid(name, f"'{name}' must be at most {max_chars} characters")
-    if "\x00" in raw:
-        raise invalid(name, f"'{name}' must not contain NUL characters")
-    return raw
-
-
 def _when(request: Request, name: str, *, end: bool) -> datetime | None:
     """An ISO date or datetime in UTC; a bare ``to`` date includes that whole day.
 
@@ -150,16 +123,12 @@ def _when(request: Request, name: str, *, end: bool) -> datetime | None:
 
 def _filters(request: Request) -> HistoryFilter:
     query = request.query_params
-    statuses = tuple(s for s in (query.get("status") or "").split(",") if s)
-    for status in statuses:
-        if status not in STATUSES:
-            raise invalid("status", f"'status' must be one of {', '.join(STATUSES)} "
-                          "(comma-separated for several)")
+    statuses = choices_param(request, "status", STATUSES)
     source = query.get("source") or None
     if source is not None and source not in SOURCES:
         raise invalid("source", "'source' must be 'v1', 'legacy' or 'embed'")
-    model = _text_param(request, "model", MAX_MODEL_CHARS)
-    text = _text_param(request, "q", MAX_QUERY_CHARS)
+    model = text_param(request, "model", MAX_MODEL_CHARS)
+    text = text_param(request, "q", MAX_QUERY_CHARS)
     since, until = _when(request, "from", end=False), _when(request, "to", end=True)
     if since is not None and until is not None and since >= until:
         raise invalid("from", "'from' must be before 'to'")
@@ -174,7 +143,7 @@ def _filters(request: Request) -> HistoryFilter:
 async def list_history(request: Request) -> JSONResponse:
     state = request.app.state
     principal = await state.auth.authenticate(request)
-    limit = _int_param(request, "limit", 20, 1, MAX_LIMIT)
+    limit = int_param(request, "limit", 20, 1, MAX_LIMIT)
     cursor = request.query_params.get("cursor")
     after = decode_cursor(cursor) if cursor else None
     rows, more = await state.history.page(principal.user_id, _filters(request), limit, after)
@@ -235,7 +204,7 @@ def _day(request: Request, name: str) -> date | None:
 
 
 def _stats_range(request: Request) -> tuple[date, date]:
-    days = _int_param(request, "days", 30, 1, MAX_STATS_DAYS)
+    days = int_param(request, "days", 30, 1, MAX_STATS_DAYS)
     last = _day(request, "to") or datetime.now(UTC).date()
     first = _day(request, "from")
     if first is None:

@@ -21,10 +21,17 @@ from gateway.auth.principal import Principal
 from gateway.chat.call import prompt_text
 from gateway.chat.request import ParsedChat, parse_chat
 from gateway.errors import APIError, invalid, not_found, retry_headers
-from gateway.http import JSONResponse, aware, json_object, request_id
+from gateway.http import (
+    JSONResponse,
+    aware,
+    choices_param,
+    int_param,
+    json_object,
+    request_id,
+)
 from gateway.limits import duration, limits_for
 from gateway.observe import note_model
-from gateway.routes.history import INTEGER, path_id, usage_view
+from gateway.routes.history import path_id, usage_view
 from storage.jobs import PREVIEW_CHARS, STATUSES
 from storage.models import utcnow
 from storage.records import CallRecord
@@ -201,15 +208,9 @@ async def cancel(request: Request) -> JSONResponse:
 def _list_params(request: Request) -> tuple[tuple[str, ...], int, uuid.UUID | None]:
     """``status`` (comma-separated), ``limit`` (1-100, default 20) and ``after`` (a job id:
     the ``last_id`` of the previous page)."""
+    statuses = choices_param(request, "status", STATUSES)
+    limit = int_param(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
     query = request.query_params
-    statuses = tuple(s for s in (query.get("status") or "").split(",") if s)
-    for name in statuses:
-        if name not in STATUSES:
-            raise invalid("status", f"'status' must be one of {', '.join(STATUSES)} "
-                          "(comma-separated for several)")
-    raw = query.get("limit") or str(DEFAULT_PAGE)
-    if not INTEGER.fullmatch(raw) or not 1 <= int(raw) <= MAX_PAGE:
-        raise invalid("limit", f"'limit' must be an integer between 1 and {MAX_PAGE}")
     after = None
     if query.get("after"):
         try:
@@ -217,7 +218,7 @@ def _list_params(request: Request) -> tuple[tuple[str, ...], int, uuid.UUID | No
         except ValueError:
             raise invalid("after", "'after' must be the id of one of your jobs (the "
                           "'last_id' of the previous page)") from None
-    return statuses, int(raw), after
+    return statuses, limit, after
 
 
 async def list_jobs(request: Request) -> JSONResponse:
