@@ -19,8 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from storage.history import like_pattern
 from storage.models import Conversation, InferenceRequest, utcnow
+from storage.paging import like_pattern, newest_first, page_of
 from storage.reads import ReadEngine
 
 C = Conversation.__table__
@@ -150,17 +150,12 @@ class ConversationStore:
                 sa.or_(T.c.prompt.ilike(pattern, escape="\\"),
                        T.c.response.ilike(pattern, escape="\\")))
             stmt = stmt.where(sa.or_(C.c.title.ilike(pattern, escape="\\"), turns))
-        if after is not None:
-            updated, last_id = after
-            stmt = stmt.where(sa.or_(C.c.updated_at < updated,
-                                     sa.and_(C.c.updated_at == updated, C.c.id < last_id)))
-        stmt = stmt.order_by(C.c.updated_at.desc(), C.c.id.desc()).limit(limit + 1)
+        stmt = newest_first(stmt, C.c.updated_at, C.c.id, after, limit)
 
         async def read(conn: AsyncConnection) -> list[sa.Row[Any]]:
             return list((await conn.execute(stmt)).all())
 
-        rows = await self._reads.run(read)
-        return rows[:limit], len(rows) > limit
+        return page_of(await self._reads.run(read), limit)
 
     async def update(self, user_id: uuid.UUID, cid: uuid.UUID,
                      values: dict[str, Any]) -> sa.Row[Any] | None:

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from storage.models import InferenceRequest, UsageDaily
+from storage.paging import like_pattern, newest_first, page_of
 from storage.reads import ReadEngine
 
 T = InferenceRequest.__table__
@@ -47,12 +48,6 @@ class HistoryFilter:
     conversations: bool = False
 
 
-def like_pattern(text: str) -> str:
-    """``%text%`` with LIKE's wildcards escaped (escape character ``\\``)."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
 class HistoryStore:
     def __init__(self, engine: AsyncEngine, reads: ReadEngine | None = None) -> None:
         self._engine = engine
@@ -80,16 +75,12 @@ class HistoryStore:
             stmt = stmt.where(T.c.created_at < filters.until)
         if filters.text:
             stmt = stmt.where(T.c.prompt.ilike(like_pattern(filters.text), escape="\\"))
-        if after is not None:
-            created, last_id = after
-            stmt = stmt.where(sa.or_(T.c.created_at < created,
-                                     sa.and_(T.c.created_at == created, T.c.id < last_id)))
-        stmt = stmt.order_by(T.c.created_at.desc(), T.c.id.desc()).limit(limit + 1)
+        stmt = newest_first(stmt, T.c.created_at, T.c.id, after, limit)
+
         async def read(conn: AsyncConnection) -> list[sa.Row[Any]]:
             return list((await conn.execute(stmt)).all())
 
-        rows = await self._reads.run(read)
-        return rows[:limit], len(rows) > limit
+        return page_of(await self._reads.run(read), limit)
 
     async def item(self, user_id: uuid.UUID, item_id: uuid.UUID) -> sa.Row[Any] | None:
         """One of the user's requests, every column."""

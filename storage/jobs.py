@@ -29,6 +29,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import ApiKey, InferenceRequest, SubscriptionPlan, User, utcnow
+from storage.paging import newest_first, page_of
 from storage.records import CallRecord
 from storage.writer import usage_upserts
 
@@ -218,17 +219,17 @@ class JobStore:
         stmt = sa.select(*VIEW_COLUMNS).where(*mine)
         if statuses:
             stmt = stmt.where(T.c.status.in_(statuses))
-        stmt = stmt.order_by(T.c.created_at.desc(), T.c.id.desc()).limit(limit + 1)
         async with self._engine.connect() as conn:
+            anchor = None
             if after is not None:
-                anchor = (await conn.execute(sa.select(T.c.created_at).where(
+                at = (await conn.execute(sa.select(T.c.created_at).where(
                     T.c.id == after, *mine))).scalar_one_or_none()
-                if anchor is None:
+                if at is None:
                     return None
-                stmt = stmt.where(sa.or_(T.c.created_at < anchor,
-                                         sa.and_(T.c.created_at == anchor, T.c.id < after)))
+                anchor = (at, after)
+            stmt = newest_first(stmt, T.c.created_at, T.c.id, anchor, limit)
             rows = list((await conn.execute(stmt)).all())
-        return rows[:limit], len(rows) > limit
+        return page_of(rows, limit)
 
     async def owner(self, user_id: uuid.UUID, api_key_id: uuid.UUID | None) -> Owner | None:
         """The submitting user, their current plan and the key used (if it still exists)."""
