@@ -2,9 +2,10 @@
 on a shared machine moves by more than the spool's share from run to run).
 
 ``python -m bench.spool_cost [--rows 20000]`` times, for a row shaped like a chat call's:
-the event loop's share (``Spool.started`` + the queue's ``append`` per call, against a plain
-queue), and the spool thread's CPU per row (orjson + write + fdatasync, in 100 ms batches
-at the target rate of 2,500 calls/s). Both run on this process's CPU clock.
+the event loop's share (``Spool.started`` + ``append``, which encodes and writes a finished
+call's row at once), and the whole spool's CPU per row (that, plus the thread's fdatasync
+and bookkeeping, in 100 ms batches at the target rate of 2,500 calls/s). Both run on this
+process's CPU clock.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         spool._pending.clear()
         spool.close()
 
-        # The thread's share: encode, write and fdatasync the same rows in 100 ms batches.
+        # Loop and thread together: the same rows, then the thread's turn, per 100 ms batch.
         spool = Spool(Path(tmp) / "thread", sync_seconds=3600)
         spool.open()
         batch = TARGET_RATE // 10
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"rows: {len(rows)}, {size / len(rows):.0f} bytes spooled per call "
           "(a call started and ended within one turn spools only its row)")
     print(f"event loop, per call: {loop_us:.2f} µs CPU")
-    print(f"spool thread, per call: {thread_us:.2f} µs CPU (batches of {batch}, "
+    print(f"loop and thread, per call: {thread_us:.2f} µs CPU (batches of {batch}, "
           f"{wall_ms:.2f} ms wall per batch incl. fdatasync)")
 
 
