@@ -23,6 +23,7 @@ from gateway.auth.resets import PasswordResets
 from gateway.auth.throttle import AuthThrottle
 from gateway.catalog import ModelCatalog
 from gateway.chat.call import ATTEMPTS_HEADER, SERVED_BY_HEADER, CallServices
+from gateway.datadir import ensure_secrets, prepare_data_dir
 from gateway.errors import APIError, handle_api_error, handle_http_exception, handle_unexpected
 from gateway.jobs import JobRunner
 from gateway.mail import SmtpMailer
@@ -46,7 +47,7 @@ from gateway.routes import (
     password_reset,
 )
 from gateway.routing import MethodNotAllowed
-from gateway.settings import Settings, ensure_secrets, prepare_data_dir
+from gateway.settings import Settings
 from gateway.tokens import TokenCounter
 from gateway.upstream_client import build_upstream_transport
 from providers.base import ProviderConfig

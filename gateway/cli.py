@@ -14,7 +14,8 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn
 
 from gateway import logs
-from gateway.settings import ConfigError, Settings, ensure_secrets, load_settings, prepare_data_dir
+from gateway.datadir import ensure_secrets, prepare_data_dir
+from gateway.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger(logs.CLI_LOGGER)
 

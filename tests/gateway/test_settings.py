@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import ConfigError, ensure_secrets, load_settings
+from gateway.datadir import ensure_secrets
+from gateway.settings import ConfigError, load_settings
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,8 @@ import pytest
 from sqlalchemy import text
 
 from gateway.app import create_app
-from gateway.settings import ensure_secrets, load_settings, prepare_data_dir
+from gateway.datadir import ensure_secrets, prepare_data_dir
+from gateway.settings import load_settings
 from storage.engine import build_engine
 from storage.migrate import upgrade
 from tests.conftest import make_settings
