@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import httpx
 import orjson
 
+from providers.anthropic_format import STOP_REASONS, tool_arguments
 from providers.anthropic_request import DEFAULT_MAX_TOKENS, build_anthropic_body
 from providers.base import (
     CallContext,
@@ -43,16 +44,6 @@ from providers.upstream import (
 )
 
 ANTHROPIC_VERSION = "2023-06-01"
-
-STOP_REASONS: dict[str, str] = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "pause_turn": "stop",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-}
 
 ERROR_TYPES: dict[str, type[ProviderError]] = {
     "invalid_request_error": UpstreamBadRequest,
@@ -164,8 +155,7 @@ class AnthropicStreamParser:
         # No input_json_delta at all (a tool without arguments): OpenAI clients expect
         # a JSON object in arguments, never an empty string.
         tool_input = self._call_input.get(index)
-        arguments = orjson.dumps(tool_input).decode() if tool_input else "{}"
-        return [ToolCallDelta(self._calls[index], arguments=arguments)]
+        return [ToolCallDelta(self._calls[index], arguments=tool_arguments(tool_input))]
 
     def _message_delta(self, obj: dict[str, Any]) -> list[Chunk]:
         self._update_usage(obj.get("usage"))
@@ -259,8 +249,7 @@ class AnthropicProvider(HTTPStreamProvider):
         for call_index, block in enumerate(tools):
             tool_input = block.get("input")
             out.append(ToolCallDelta(call_index, id=block.get("id"), name=block.get("name"),
-                                     arguments=orjson.dumps(tool_input).decode()
-                                     if tool_input else "{}"))
+                                     arguments=tool_arguments(tool_input)))
         reason = payload.get("stop_reason")
         if reason:
             out.append(Finish(STOP_REASONS.get(reason, "stop")))
