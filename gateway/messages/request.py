@@ -51,7 +51,7 @@ def _text_blocks(blocks: Any, where: str) -> None:
 
 def _block(block: Any, where: str, role: str) -> None:
     kind = block.get("type") if isinstance(block, dict) else None
-    if kind not in BLOCK_TYPES:
+    if not isinstance(kind, str) or kind not in BLOCK_TYPES:
         raise invalid(f"{where}.type", f"{where}.type: must be one of "
                       f"{', '.join(sorted(BLOCK_TYPES))}")
     if kind == "text" and not isinstance(block.get("text"), str):
@@ -168,7 +168,8 @@ def parse_messages(data: dict[str, Any], *, count_only: bool = False) -> ParsedM
         params["tools"] = [openai_tool(tool) for tool in tools]
     choice = data.get("tool_choice")
     if choice is not None:
-        if not isinstance(choice, dict) or choice.get("type") not in TOOL_CHOICES or (
+        kind = choice.get("type") if isinstance(choice, dict) else None
+        if not isinstance(kind, str) or kind not in TOOL_CHOICES or (
                 choice.get("type") == "tool" and not isinstance(choice.get("name"), str)):
             raise invalid("tool_choice", "tool_choice: must be {\"type\": \"auto\"|\"any\"|"
                           "\"none\"} or {\"type\": \"tool\", \"name\": ...}")

@@ -1,9 +1,10 @@
 """``POST /v1/messages`` (SSE and plain) and ``POST /v1/messages/count_tokens``:
 Anthropic's Messages API over every routed model.
 
-A call is a chat call (gateway/chat/call.py: limits, routing with retries and fallbacks,
-usage counted once, the stored row with source ``messages``); only the wire format is
-Anthropic's, and so are the errors, on every path of these routes.
+A call is a chat call (gateway/messages/call.py over gateway/chat/call.py: limits,
+routing with retries and fallbacks, usage counted once, the stored row with source
+``messages``). An Anthropic upstream's answer is relayed as it came; any other's is encoded
+here in Anthropic's shape, and so are the errors, on every path of these routes.
 """
 
 from __future__ import annotations
@@ -17,19 +18,21 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.chat.call import ChatCall
 from gateway.errors import APIError, internal_error
 from gateway.http import CancelOnDisconnect, JSONResponse, json_object, request_id
+from gateway.messages.call import MessagesCall
 from gateway.messages.encode import EventEncoder, error_response, message_body
 from gateway.messages.request import parse_messages
 from gateway.routes.chat import CLIENT_GONE, WATCH_AFTER
 from gateway.sse import EventStreamResponse
-from providers.base import Chunk
+from providers.base import Chunk, Relayed
 from providers.errors import ProviderError
 
 log = logging.getLogger("gateway")
 
-SOURCE = "messages"
+# The relayed event held back until the call is finished (gateway/routes/chat.py: a client
+# that got the last bytes has its row in the crash spool).
+LAST_EVENT = b"event: message_stop\n"
 
 
 def anthropic_errors(handler: Callable[[Request], Awaitable[Response]]
@@ -55,8 +58,7 @@ async def create_message(request: Request) -> Response:
     chat = parsed.chat
     route = state.catalog.resolve(chat.model, principal)
     rid = request_id(request)
-    call = ChatCall(state.call_services, principal, route, chat, source=SOURCE,
-                    request_id=rid)
+    call = MessagesCall(state.call_services, principal, route, parsed, request_id=rid)
     await call.admit()
     message_id = "msg_" + rid.removeprefix("req_")
     if not chat.stream:
@@ -66,18 +68,22 @@ async def create_message(request: Request) -> Response:
             return await _gone(call)
         await call.finish()
         assert call.usage is not None
+        if call.relayed and call.answer is not None:
+            return Response(call.answer, media_type="application/json", headers=call.headers)
         return JSONResponse(message_body(message_id, call.model, call.transcript, call.usage),
                             headers=call.headers)
     with CancelOnDisconnect(request.scope, request.receive, after=WATCH_AFTER) as watch:
         first = await call.open()
     if watch.disconnected:
         return await _gone(call)
+    if call.relayed:
+        return EventStreamResponse(_relayed(call, first), headers=call.headers)
     encoder = EventEncoder(message_id, call.model,
                            state.call_services.tokens.messages(chat.request.messages))
     return EventStreamResponse(_events(call, first, encoder), headers=call.headers)
 
 
-async def _events(call: ChatCall, first: Chunk | None, encoder: EventEncoder
+async def _events(call: MessagesCall, first: Chunk | None, encoder: EventEncoder
                   ) -> AsyncGenerator[bytes, None]:
     yield encoder.start()
     tail: bytes = b""
@@ -101,7 +107,30 @@ async def _events(call: ChatCall, first: Chunk | None, encoder: EventEncoder
     yield tail
 
 
-async def _gone(call: ChatCall) -> Response:
+async def _relayed(call: MessagesCall, first: Chunk | Relayed | None
+                   ) -> AsyncGenerator[bytes, None]:
+    """An Anthropic upstream's events as they come (its own message_start, pings, blocks
+    and stop), the chunks parsed from them left to the call's accounting."""
+    last = b""
+    try:
+        if isinstance(first, Relayed):
+            yield first.data
+        async for item in call.relay():
+            if isinstance(item, Relayed):
+                if item.data.startswith(LAST_EVENT):
+                    last = item.data
+                else:
+                    yield item.data
+    except ProviderError as exc:
+        last = EventEncoder.error(call.error(exc))
+    finally:
+        with anyio.CancelScope(shield=True):
+            await call.finish()
+    if last:
+        yield last
+
+
+async def _gone(call: MessagesCall) -> Response:
     with anyio.CancelScope(shield=True):
         await call.finish()
     return Response(status_code=CLIENT_GONE)

@@ -266,43 +266,65 @@ def test_tool_stream_events(gateway: GatewayServer, account: Account,
 
 # -- an Anthropic upstream -----------------------------------------------------------------
 
-def test_anthropic_upstream_plain_and_stream(gateway: GatewayServer, account: Account,
+def test_anthropic_upstream_is_a_pass_through(gateway: GatewayServer, account: Account,
                                              upstream: FakeUpstream) -> None:
-    client = sdk(gateway, account.api_key)
+    """The caller's body goes up as it is (only ``model`` is the upstream's): fields the
+    translation could not carry (thinking, cache_control on system blocks, unknown ones)
+    too; the answer comes back byte for byte."""
     upstream.script(Reply.recording("anthropic_tools.json", split=64))
-    body = {"model": "claude-haiku", "max_tokens": 256, "tools": [WEATHER],
+    body = {"model": "claude-haiku", "max_tokens": 256, "tools": [WEATHER], "top_k": 5,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "future_field": {"kept": True},
+            "system": [{"type": "text", "text": "Be brief.",
+                        "cache_control": {"type": "ephemeral"}}],
             "messages": [{"role": "user", "content": [
                 {"type": "text", "text": "Weather in Paris?",
                  "cache_control": {"type": "ephemeral"}}]}]}
-    msg = client.messages.create(**body, extra_body={"top_k": 5,
-                                                     "future_field": {"kept": True}})
-    recorded = json.loads((FIXTURES / "anthropic_tools.json").read_bytes())
-    assert [b.model_dump(exclude_none=True) for b in msg.content] == [
-        {k: v for k, v in b.items()} for b in recorded["content"]]
-    assert msg.stop_reason == "tool_use" and msg.usage.input_tokens == 612
-    assert msg.usage.output_tokens == 86 and msg.model == "claude-haiku"
+    r = post(gateway, account.api_key, body)
+    assert r.status_code == 200 and r.content == (FIXTURES / "anthropic_tools.json").read_bytes()
+    assert r.headers["x-gateway-served-by"] == "fake-anthropic/claude-haiku-4-5"
     sent = upstream.received[-1]
     assert sent.path == "/v1/messages" and sent.headers["x-api-key"] == "sk-ant"
-    got = json.loads(sent.body)
-    assert got["model"] == "claude-haiku-4-5"
-    assert got["top_k"] == 5 and got["future_field"] == {"kept": True}
-    assert got["messages"] == body["messages"]
-    assert got["tools"] == [WEATHER]
+    assert json.loads(sent.body) == {**body, "model": "claude-haiku-4-5", "stream": False}
+    row = stored(gateway, account.user_id)[-1]
+    assert (row.source, row.status, row.provider, row.prompt_tokens, row.completion_tokens,
+            row.finish_reason) == ("messages", "completed", "fake-anthropic", 612, 86,
+                                   "tool_calls")
+    assert not row.tokens_estimated and row.tool_calls[0]["function"]["name"] == "get_weather"
+
+    # Through the SDK: the recorded message as Anthropic sent it.
+    upstream.script(Reply.recording("anthropic_tools.json"))
+    msg = sdk(gateway, account.api_key).messages.create(
+        model="claude-haiku", max_tokens=256, tools=[WEATHER],
+        messages=[{"role": "user", "content": "Weather in Paris?"}])
+    recorded = json.loads((FIXTURES / "anthropic_tools.json").read_bytes())
+    assert [b.model_dump(exclude_none=True) for b in msg.content] == recorded["content"]
+    assert msg.stop_reason == "tool_use" and msg.usage.input_tokens == 612
+
+
+def test_anthropic_upstream_stream_is_relayed(gateway: GatewayServer, account: Account,
+                                              upstream: FakeUpstream) -> None:
+    upstream.script(Reply.by_event("anthropic_text.sse"))
+    body = {"model": "claude-haiku", "max_tokens": 100, "stream": True,
+            "messages": [{"role": "user", "content": "Bonjour"}]}
+    r = post(gateway, account.api_key, body)
+    assert r.status_code == 200
+    assert r.content == (FIXTURES / "anthropic_text.sse").read_bytes()  # ping included
+    assert json.loads(upstream.received[-1].body) == {**body, "model": "claude-haiku-4-5"}
+    row = stored(gateway, account.user_id)[-1]
+    assert (row.source, row.status, row.prompt_tokens, row.completion_tokens) == (
+        "messages", "completed", 9 + 1850, 31)
+    assert row.response and row.time_to_first_token_ms is not None
 
     upstream.script(Reply.by_event("anthropic_text.sse"))
-    with client.messages.stream(model="claude-haiku", max_tokens=100,
-                                messages=[{"role": "user", "content": "Bonjour"}]) as stream:
+    with sdk(gateway, account.api_key).messages.stream(
+            model="claude-haiku", max_tokens=100,
+            messages=[{"role": "user", "content": "Bonjour"}]) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
-    expected = "".join(json.loads(line[6:])["delta"]["text"]
-                       for line in (FIXTURES / "anthropic_text.sse").read_text().splitlines()
-                       if line.startswith("data: ") and "text_delta" in line)
-    assert text == expected and final.stop_reason == "end_turn"
+    assert text == row.response and final.stop_reason == "end_turn"
     assert (final.usage.input_tokens, final.usage.cache_read_input_tokens,
             final.usage.output_tokens) == (9, 1850, 31)
-    row = stored(gateway, account.user_id)[-1]
-    assert (row.source, row.provider, row.prompt_tokens, row.completion_tokens) == (
-        "messages", "fake-anthropic", 9 + 1850, 31)
 
 
 def test_mid_stream_error_is_an_error_event(gateway: GatewayServer, account: Account,
@@ -350,6 +372,12 @@ def test_errors(gateway: GatewayServer, account: Account, upstream: FakeUpstream
     assert_error(post(gateway, account.api_key, {**ok, "messages": [
         {"role": "user", "content": [{"type": "image", "source": {"type": "base64"}}]}]}),
         400, "invalid_request_error", "messages.0.content.0.source")
+    assert_error(post(gateway, account.api_key, {**ok, "messages": [
+        {"role": "user", "content": [{"type": {}}]}]}), 400, "invalid_request_error",
+        "messages.0.content.0.type")
+    assert_error(post(gateway, account.api_key, {**ok, "tools": [WEATHER],
+                                                 "tool_choice": {"type": {}}}),
+                 400, "invalid_request_error", "tool_choice")
     assert_error(post(gateway, account.api_key, {**ok, "temperature": 1.5}), 400,
                  "invalid_request_error", "temperature")
     assert_error(post(gateway, account.api_key, {**ok, "tool_choice": {"type": "any"}}), 400,
