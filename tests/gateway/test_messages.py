@@ -6,14 +6,16 @@ Anthropic-shaped errors on every path; the stored row, /history and /stats."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import anthropic
 import httpx
 import pytest
 
+from gateway.app import create_app
 from gateway.tokens import TokenCounter
-from tests.conftest import Account
+from tests.conftest import ONE_TRY, Account, make_settings, register, set_plan
 from tests.gateway.test_openai_protocol import stored
 from tests.servers import FIXTURES, FakeUpstream, GatewayServer, Reply
 
@@ -409,9 +411,12 @@ def test_errors(gateway: GatewayServer, account: Account, upstream: FakeUpstream
     rows = stored(gateway, account.user_id)[before:]
     assert [row.status for row in rows] == ["failed"] * len(rows) and len(rows) == 6
 
+    # A model that only embeds: the upstream's refusal, as Anthropic's 400.
+    assert_error(post(gateway, account.api_key, {**ok, "model": "gateway-demo-embed"}), 400,
+                 "invalid_request_error", "embedding model")
+
 
 def test_plan_limit_is_a_rate_limit_error(gateway: GatewayServer) -> None:
-    from tests.conftest import register
     acct = register(gateway.url)  # the free plan
     body = {"model": "gateway-demo", "max_tokens": 10_000_000,
             "messages": [{"role": "user", "content": "Hi"}]}
@@ -438,3 +443,52 @@ def test_count_tokens(gateway: GatewayServer, account: Account) -> None:
                  "messages")
     assert_error(post(gateway, None, {"model": "gpt-4o-mini", "messages": messages},
                       path="/v1/messages/count_tokens"), 401, "authentication_error")
+
+
+# -- routing: a fallback of another dialect --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fallback_gw(database_url: str, upstream: FakeUpstream,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
+    """A route on the Anthropic upstream whose fallback is an OpenAI model."""
+    providers = {
+        "fake-openai": {"kind": "openai", "base_url": upstream.url + "/v1", "api_key": "sk-up",
+                        "models": ["gpt-4o-mini"], "read_timeout": 2.0, **ONE_TRY},
+        "fake-anthropic": {"kind": "anthropic", "base_url": upstream.url, "api_key": "sk-ant",
+                           "models": {"claude-haiku": "claude-haiku-4-5"}, "read_timeout": 2.0,
+                           **ONE_TRY},
+    }
+    models = {"claude-first": {"provider": "fake-anthropic", "upstream": "claude-haiku-4-5",
+                               "fallbacks": ["gpt-4o-mini"]}}
+    settings = make_settings(tmp_path_factory.mktemp("messages"), database_url,
+                             providers=providers, models=models)
+    server = GatewayServer(create_app(settings))
+    yield server
+    server.stop()
+
+
+def test_overloaded_anthropic_falls_back_to_a_translated_model(
+        fallback_gw: GatewayServer, upstream: FakeUpstream) -> None:
+    account = register(fallback_gw.url)
+    set_plan(fallback_gw, account.user_id, "enterprise")
+    upstream.script(Reply.recording("openai_text.sse"))
+    upstream.script_model("claude-haiku-4-5", Reply.error(529, "anthropic_error_529.json"))
+    r = post(fallback_gw, account.api_key, {"model": "claude-first", "max_tokens": 50,
+                                            "stream": True, "top_k": 3,
+                                            "messages": [{"role": "user", "content": "Hi"}]})
+    assert r.status_code == 200
+    assert r.headers["x-gateway-attempts"] == "2"
+    assert r.headers["x-gateway-served-by"] == "fake-openai/gpt-4o-mini"
+    events = sse_events(r.content)
+    # Translated, since the OpenAI model answered: the gateway's own event sequence.
+    assert events[0][1]["message"]["model"] == "gpt-4o-mini"
+    assert [k for k, _ in events][-2:] == ["message_delta", "message_stop"]
+    assert "".join(e["delta"]["text"] for k, e in events if k == "content_block_delta") == \
+        "".join(openai_deltas("openai_text.sse"))
+    first, second = (json.loads(x.body) for x in upstream.received)
+    assert first["model"] == "claude-haiku-4-5" and first["top_k"] == 3  # passed through
+    assert second["model"] == "gpt-4o-mini" and second["messages"] == [
+        {"role": "user", "content": "Hi"}]
+    row = stored(fallback_gw, account.user_id)[-1]
+    assert (row.source, row.status, row.attempts, row.served_by) == (
+        "messages", "completed", 2, "fake-openai/gpt-4o-mini")
