@@ -16,8 +16,8 @@ import pytest
 from gateway.app import create_app
 from gateway.tokens import TokenCounter
 from tests.conftest import ONE_TRY, Account, make_settings, register, set_plan
-from tests.gateway.test_openai_protocol import stored
-from tests.servers import FIXTURES, FakeUpstream, GatewayServer, Reply
+from tests.gateway.test_openai_protocol import _limits, stored
+from tests.servers import FIXTURES, FakeUpstream, GatewayServer, Reply, wait_for
 
 WEATHER = {"name": "get_weather", "description": "The weather in a city",
            "input_schema": {"type": "object",
@@ -492,3 +492,33 @@ def test_overloaded_anthropic_falls_back_to_a_translated_model(
     row = stored(fallback_gw, account.user_id)[-1]
     assert (row.source, row.status, row.attempts, row.served_by) == (
         "messages", "completed", 2, "fake-openai/gpt-4o-mini")
+
+
+@pytest.mark.parametrize(("model", "recording"), [("claude-haiku", "anthropic_text.sse"),
+                                                  ("gpt-4o-mini", "openai_text.sse")])
+def test_client_leaving_cancels_the_upstream_call(gateway: GatewayServer, account: Account,
+                                                  upstream: FakeUpstream, model: str,
+                                                  recording: str) -> None:
+    """Relayed or translated, a client that leaves mid-stream cancels the upstream call,
+    frees its slot and leaves a cancelled row."""
+    upstream.script(Reply.by_event(recording, hang_after=4))
+    with httpx.stream("POST", gateway.url + "/v1/messages",
+                      headers={"x-api-key": account.api_key},
+                      json={"model": model, "max_tokens": 50, "stream": True,
+                            "messages": [{"role": "user", "content": "Hi"}]}) as r:
+        seen = b""
+        for piece in r.iter_bytes():
+            seen += piece
+            if b"content_block_delta" in seen:
+                break
+    assert wait_for(lambda: upstream.disconnects == 1), "the upstream call was not cancelled"
+
+    def cancelled() -> bool:
+        rows = stored(gateway, account.user_id)
+        return bool(rows) and rows[-1].status == "cancelled"
+    assert wait_for(cancelled)
+    row = stored(gateway, account.user_id)[-1]
+    assert row.source == "messages" and row.response
+    status = gateway.run(gateway.state.limiter.status(account.user_id,
+                                                      _limits(gateway, account)))
+    assert status.concurrent_in_use == 0
