@@ -42,6 +42,7 @@ from gateway.routes import (
     history,
     legacy,
     limits,
+    messages,
     metrics,
     openapi,
     password_reset,
@@ -85,7 +86,7 @@ def api_routes() -> list[BaseRoute]:
     """Every API route the router serves (the hot ``chat.FAST`` ones aside), each of them
     described in gateway/openapi.py (tests/gateway/test_openapi.py checks it)."""
     return [*health.routes, *accounts.routes, *password_reset.routes, *chat.routes,
-            *embeddings.routes, *limits.routes, *legacy.routes, *history.routes,
+            *embeddings.routes, *messages.routes, *limits.routes, *legacy.routes, *history.routes,
             *conversations.routes, *admin.routes, *metrics.routes, *openapi.routes]
 
 

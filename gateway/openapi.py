@@ -53,6 +53,7 @@ from gateway.openapi_build import (
     query,
     ref,
 )
+from gateway.openapi_messages import MESSAGES_PATHS
 from gateway.routes.accounts import LIMIT_FIELDS
 from gateway.routes.conversations import MAX_LIMIT as MAX_CONVERSATIONS
 from gateway.routes.conversations import (
@@ -394,6 +395,7 @@ PATHS: dict[str, dict[str, Schema]] = {
         errors=(403,))},
     "/openapi.json": {"get": operation("operations", "This document", ok(OBJ),
                                        security=PUBLIC)},
+    **MESSAGES_PATHS,
 }
 
 def document() -> dict[str, Any]:
@@ -403,7 +405,8 @@ def document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "LLM gateway", "version": "1",
                  "description": "An OpenAI-compatible gateway. Errors have OpenAI's shape "
-                 "(`Error`); a method a path does not take is a 405 with `Allow`."},
+                 "(`Error`), except Anthropic's on /v1/messages; a method a path does not "
+                 "take is a 405 with `Allow`."},
         "paths": PATHS,
         "components": {
             "schemas": SCHEMAS,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 from typing import Any, ClassVar
 
 import httpx
 import orjson
 
+from providers.anthropic_format import STOP_REASONS, tool_arguments
 from providers.anthropic_request import DEFAULT_MAX_TOKENS, build_anthropic_body
 from providers.base import (
     CallContext,
@@ -15,6 +17,7 @@ from providers.base import (
     Chunk,
     Finish,
     ProviderConfig,
+    Relayed,
     TextDelta,
     ToolCallDelta,
     Usage,
@@ -29,7 +32,8 @@ from providers.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from providers.sse import SSEEvent
+from providers.reading import TimedChunks
+from providers.sse import SSEEvent, aiter_sse
 from providers.untrusted import index_of, required_count, token_count
 from providers.upstream import (
     HTTPStreamProvider,
@@ -37,22 +41,13 @@ from providers.upstream import (
     error_class_for_status,
     load_json,
     make_error,
+    map_transport_errors,
     parse_retry_after,
     unreadable_body,
     upstream_headers,
 )
 
 ANTHROPIC_VERSION = "2023-06-01"
-
-STOP_REASONS: dict[str, str] = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "pause_turn": "stop",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-}
 
 ERROR_TYPES: dict[str, type[ProviderError]] = {
     "invalid_request_error": UpstreamBadRequest,
@@ -164,8 +159,7 @@ class AnthropicStreamParser:
         # No input_json_delta at all (a tool without arguments): OpenAI clients expect
         # a JSON object in arguments, never an empty string.
         tool_input = self._call_input.get(index)
-        arguments = orjson.dumps(tool_input).decode() if tool_input else "{}"
-        return [ToolCallDelta(self._calls[index], arguments=arguments)]
+        return [ToolCallDelta(self._calls[index], arguments=tool_arguments(tool_input))]
 
     def _message_delta(self, obj: dict[str, Any]) -> list[Chunk]:
         self._update_usage(obj.get("usage"))
@@ -259,8 +253,7 @@ class AnthropicProvider(HTTPStreamProvider):
         for call_index, block in enumerate(tools):
             tool_input = block.get("input")
             out.append(ToolCallDelta(call_index, id=block.get("id"), name=block.get("name"),
-                                     arguments=orjson.dumps(tool_input).decode()
-                                     if tool_input else "{}"))
+                                     arguments=tool_arguments(tool_input)))
         reason = payload.get("stop_reason")
         if reason:
             out.append(Finish(STOP_REASONS.get(reason, "stop")))
@@ -279,3 +272,65 @@ class AnthropicProvider(HTTPStreamProvider):
     def error_from_payload(self, payload: Any) -> ProviderError | None:
         """Map an Anthropic error object."""
         return error_from_anthropic_payload(self.config.name, payload)
+
+    # -- pass-through for the inbound Messages API (gateway/messages/call.py) ---------------
+
+    async def relay_messages(self, body: dict[str, Any],
+                             ctx: CallContext) -> AsyncIterator[Chunk | Relayed]:
+        """A Messages ``body`` (its ``model`` already the upstream's) sent as it is; each
+        event of the answer relayed as it comes, then the chunks parsed from it (usage
+        last). An ``error`` event raises its typed error instead of being relayed."""
+        parser = self.stream_parser()
+        deadline = self.deadline(ctx)
+        try:
+            with map_transport_errors(self.config.name):
+                response = await self.send("POST", self._messages_url, self._stream_headers,
+                                           orjson.dumps({**body, "stream": True}),
+                                           deadline=deadline)
+                try:
+                    await self._check_response(response, deadline)
+                    events = aiter_sse(TimedChunks(response, deadline),
+                                       self.config.max_event_bytes)
+                    async with aclosing(events):
+                        async for event in events:
+                            try:
+                                chunks = parser.feed(event)
+                            except (AttributeError, TypeError, KeyError, ValueError) as exc:
+                                raise self._malformed(event, exc) from exc
+                            yield Relayed(sse_bytes(event))
+                            for chunk in chunks:
+                                yield chunk
+                            if parser.done:
+                                break
+                        if not parser.done:
+                            parser.at_eof()
+                finally:
+                    await response.aclose()
+        finally:
+            deadline.cancel()
+        for chunk in parser.finish():
+            yield chunk
+
+    async def complete_messages(self, body: dict[str, Any],
+                                ctx: CallContext) -> list[Chunk | Relayed]:
+        """A Messages ``body`` sent as it is, not streamed: the answer's bytes untouched,
+        then its chunks."""
+        raw = await self.fetch_json("POST", self._messages_url, self._json_headers,
+                                    orjson.dumps({**body, "stream": False}), ctx=ctx)
+        payload = load_json(raw)
+        if not isinstance(payload, dict):
+            raise unreadable_body(UpstreamProtocolError, self.config.name,
+                                  "expected a JSON object", raw)
+        try:
+            chunks = self.completion_chunks(payload)
+        except (AttributeError, TypeError, KeyError, ValueError) as exc:
+            raise unreadable_body(UpstreamProtocolError, self.config.name,
+                                  "sent a message of an unexpected shape", raw) from exc
+        return [Relayed(raw), *chunks]
+
+
+def sse_bytes(event: SSEEvent) -> bytes:
+    """One event as Anthropic sends it: its ``event:`` line, then its data."""
+    head = f"event: {event.event}\n" if event.event else ""
+    data = "".join(f"data: {line}\n" for line in event.data.split("\n"))
+    return (head + data + "\n").encode()

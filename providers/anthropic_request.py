@@ -19,8 +19,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
+from providers.anthropic_format import (
+    anthropic_tool,
+    anthropic_tool_choice,
+    image_source,
+    tool_input,
+)
 from providers.base import ChatRequest
 from providers.errors import UpstreamBadRequest
 from providers.upstream import first_set
@@ -62,9 +66,10 @@ def build_anthropic_body(req: ChatRequest, *, stream: bool = True,
         stop = params["stop"]
         body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
     if params.get("tools"):
-        body["tools"] = [_tool(tool, i) for i, tool in enumerate(params["tools"])]
-    tool_choice = _tool_choice(params.get("tool_choice"), params.get("parallel_tool_calls"),
-                               has_tools=bool(params.get("tools")))
+        body["tools"] = [anthropic_tool(tool, i) for i, tool in enumerate(params["tools"])]
+    tool_choice = anthropic_tool_choice(params.get("tool_choice"),
+                                        params.get("parallel_tool_calls"),
+                                        has_tools=bool(params.get("tools")))
     if tool_choice is not None:
         body["tool_choice"] = tool_choice
     if params.get("user"):
@@ -133,7 +138,7 @@ def _content_blocks(content: Any, i: int) -> list[dict[str, Any]]:
                 continue  # Anthropic rejects empty text blocks
             block: dict[str, Any] = {"type": "text", "text": text}
         elif kind == "image_url":
-            block = {"type": "image", "source": _image_source(part, f"messages[{i}].content[{j}]")}
+            block = {"type": "image", "source": image_source(part, f"messages[{i}].content[{j}]")}
         else:
             raise UpstreamBadRequest(f"content part type {kind!r} is not supported for "
                                      "Anthropic models", param=f"messages[{i}].content[{j}].type")
@@ -143,39 +148,17 @@ def _content_blocks(content: Any, i: int) -> list[dict[str, Any]]:
     return blocks
 
 
-def _image_source(part: Mapping[str, Any], where: str) -> dict[str, Any]:
-    image = part.get("image_url")
-    url = image.get("url") if isinstance(image, dict) else image
-    if not isinstance(url, str):
-        raise UpstreamBadRequest("image_url.url is required", param=f"{where}.image_url.url")
-    if url.startswith("data:"):
-        header, sep, data = url[5:].partition(",")
-        media_type, _, encoding = header.partition(";")
-        if not sep or encoding != "base64" or not media_type:
-            raise UpstreamBadRequest("image data URLs must look like data:image/png;base64,...",
-                                     param=f"{where}.image_url.url")
-        return {"type": "base64", "media_type": media_type, "data": data}
-    if url.startswith(("https://", "http://")):
-        return {"type": "url", "url": url}
-    raise UpstreamBadRequest("image_url.url must be an http(s) or data: URL",
-                             param=f"{where}.image_url.url")
-
-
 def _assistant_blocks(message: Mapping[str, Any], i: int) -> list[dict[str, Any]]:
     blocks = _content_blocks(message.get("content"), i)
     for j, call in enumerate(message.get("tool_calls") or ()):
         where = f"messages[{i}].tool_calls[{j}]"
         function = call.get("function") or {}
-        arguments = function.get("arguments") or "{}"
-        try:
-            tool_input = orjson.loads(arguments)
-        except orjson.JSONDecodeError:
-            tool_input = None
-        if not isinstance(tool_input, dict):
+        arguments = tool_input(function.get("arguments"))
+        if not isinstance(arguments, dict):
             raise UpstreamBadRequest("tool call arguments must be a JSON object",
                                      param=f"{where}.function.arguments")
         blocks.append({"type": "tool_use", "id": call.get("id"), "name": function.get("name"),
-                       "input": tool_input})
+                       "input": arguments})
     return blocks
 
 
@@ -187,33 +170,3 @@ def _tool_result(message: Mapping[str, Any], i: int) -> dict[str, Any]:
     elif content:
         result["content"] = content
     return result
-
-
-def _tool(tool: Mapping[str, Any], i: int) -> dict[str, Any]:
-    function = tool.get("function")
-    if tool.get("type") != "function" or not isinstance(function, dict):
-        raise UpstreamBadRequest("only function tools are supported for Anthropic models",
-                                 param=f"tools[{i}].type")
-    out: dict[str, Any] = {"name": function.get("name")}
-    if function.get("description"):
-        out["description"] = function["description"]
-    out["input_schema"] = function.get("parameters") or {"type": "object", "properties": {}}
-    return out
-
-
-def _tool_choice(choice: Any, parallel: Any, *, has_tools: bool) -> dict[str, Any] | None:
-    if choice is None:
-        out = {"type": "auto"} if has_tools and parallel is False else None
-    elif choice == "auto":
-        out = {"type": "auto"}
-    elif choice == "required":
-        out = {"type": "any"}
-    elif choice == "none":
-        return {"type": "none"}  # disable_parallel_tool_use is not allowed with none
-    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
-        out = {"type": "tool", "name": choice["function"].get("name")}
-    else:
-        raise UpstreamBadRequest(f"unsupported tool_choice {choice!r}", param="tool_choice")
-    if out is not None and parallel is False:
-        out["disable_parallel_tool_use"] = True
-    return out

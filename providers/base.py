@@ -59,6 +59,15 @@ Chunk = TextDelta | ToolCallDelta | Finish | Usage
 
 
 @dataclass(frozen=True, slots=True)
+class Relayed:
+    """An upstream's own answer bytes (one SSE event, or a whole JSON body), for an inbound
+    API of the upstream's own dialect, which relays them untouched. The chunks parsed from
+    them follow, for the gateway's accounting."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class ChatRequest:
     """A validated chat request in OpenAI's shape, addressed to an upstream model.
 

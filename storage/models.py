@@ -109,7 +109,7 @@ class InferenceRequest(SQLModel, table=True):
     api_key_id: uuid.UUID | None = Field(default=None, foreign_key="api_keys.id",
                                          ondelete="SET NULL")
     request_id: str | None = Field(default=None, max_length=64)
-    source: str = Field(default="v1", max_length=10)  # v1 | legacy | embed
+    source: str = Field(default="v1", max_length=10)  # v1 | legacy | embed | messages
     model: str = Field(max_length=200)
     provider: str = Field(default="", max_length=100)
     upstream_model: str | None = Field(default=None, max_length=200)

@@ -23,7 +23,7 @@ from gateway.chat.transcript import Transcript
 from gateway.errors import APIError, invalid
 from gateway.resilience.balance import Deployment
 from gateway.resilience.policy import breaker_failure
-from providers.base import Chunk, TextDelta, ToolCallDelta, Usage
+from providers.base import CallContext, Chunk, TextDelta, ToolCallDelta, Usage
 from providers.errors import ProviderError
 from storage.records import CallRecord
 
@@ -79,8 +79,7 @@ class ChatCall(Call):
             self.svc.metrics.streams.inc()
 
         async def first_chunk(target: Deployment) -> tuple[AsyncIterator[Chunk], Chunk | None]:
-            stream = target.provider.stream_chat(
-                replace(self.parsed.request, model=target.upstream), ctx)
+            stream = self._stream_on(target, ctx)
             try:
                 return stream, await anext(stream)
             except StopAsyncIteration:
@@ -99,12 +98,21 @@ class ChatCall(Call):
         Cheaper than collecting a stream: one body, one parse, no per-event work.
         """
         ctx = self._context()
-        chunks = await self._route(lambda target: target.provider.complete_chat(
-            replace(self.parsed.request, model=target.upstream), ctx),
-            needs_n=self.parsed.n > 1)
+        chunks = await self._route(lambda target: self._complete_on(target, ctx),
+                                   needs_n=self.parsed.n > 1)
         for chunk in chunks:
             self._note(chunk)
         self._settle()
+
+    def _stream_on(self, target: Deployment, ctx: CallContext) -> AsyncIterator[Chunk]:
+        """The streamed upstream call on one target (a kind of call may ask differently)."""
+        return target.provider.stream_chat(replace(self.parsed.request, model=target.upstream),
+                                           ctx)
+
+    def _complete_on(self, target: Deployment, ctx: CallContext) -> Awaitable[list[Chunk]]:
+        """The non-streamed upstream call on one target."""
+        return target.provider.complete_chat(
+            replace(self.parsed.request, model=target.upstream), ctx)
 
     async def relay(self) -> AsyncIterator[Chunk]:
         """The chunks after the first. A provider error ends the call as failed and

@@ -24,6 +24,8 @@ WRONG = [
     ("DELETE", "/v1/chat/completions", "POST"),
     ("PATCH", "/v1/chat/completions", "POST"),
     ("GET", "/v1/embeddings", "POST"),
+    ("GET", "/v1/messages", "POST"),
+    ("PUT", "/v1/messages/count_tokens", "POST"),
     ("POST", "/v1/models", "GET, HEAD"),
     ("DELETE", "/v1/models/gpt-4o", "GET, HEAD"),
     ("POST", "/health", "GET, HEAD"),
