@@ -32,8 +32,7 @@ from providers.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from providers.reading import TimedChunks
-from providers.sse import SSEEvent, aiter_sse
+from providers.sse import SSEEvent
 from providers.untrusted import index_of, required_count, token_count
 from providers.upstream import (
     HTTPStreamProvider,
@@ -41,7 +40,6 @@ from providers.upstream import (
     error_class_for_status,
     load_json,
     make_error,
-    map_transport_errors,
     parse_retry_after,
     unreadable_body,
     upstream_headers,
@@ -280,57 +278,17 @@ class AnthropicProvider(HTTPStreamProvider):
         """A Messages ``body`` (its ``model`` already the upstream's) sent as it is; each
         event of the answer relayed as it comes, then the chunks parsed from it (usage
         last). An ``error`` event raises its typed error instead of being relayed."""
-        parser = self.stream_parser()
-        deadline = self.deadline(ctx)
-        try:
-            with map_transport_errors(self.config.name):
-                response = await self.send("POST", self._messages_url, self._stream_headers,
-                                           orjson.dumps({**body, "stream": True}),
-                                           deadline=deadline)
-                try:
-                    await self._check_response(response, deadline)
-                    events = aiter_sse(TimedChunks(response, deadline),
-                                       self.config.max_event_bytes)
-                    async with aclosing(events):
-                        async for event in events:
-                            try:
-                                chunks = parser.feed(event)
-                            except (AttributeError, TypeError, KeyError, ValueError) as exc:
-                                raise self._malformed(event, exc) from exc
-                            yield Relayed(sse_bytes(event))
-                            for chunk in chunks:
-                                yield chunk
-                            if parser.done:
-                                break
-                        if not parser.done:
-                            parser.at_eof()
-                finally:
-                    await response.aclose()
-        finally:
-            deadline.cancel()
-        for chunk in parser.finish():
-            yield chunk
+        events = self.stream_events(self._messages_url, self._stream_headers,
+                                    orjson.dumps({**body, "stream": True}), ctx, relay=True)
+        async with aclosing(events):  # closed with this generator, and the response with it
+            async for item in events:
+                yield item
 
     async def complete_messages(self, body: dict[str, Any],
                                 ctx: CallContext) -> list[Chunk | Relayed]:
         """A Messages ``body`` sent as it is, not streamed: the answer's bytes untouched,
         then its chunks."""
-        raw = await self.fetch_json("POST", self._messages_url, self._json_headers,
-                                    orjson.dumps({**body, "stream": False}), ctx=ctx)
-        payload = load_json(raw)
-        if not isinstance(payload, dict):
-            raise unreadable_body(UpstreamProtocolError, self.config.name,
-                                  "expected a JSON object", raw)
-        try:
-            chunks = self.completion_chunks(payload)
-        except (AttributeError, TypeError, KeyError, ValueError) as exc:
-            raise unreadable_body(UpstreamProtocolError, self.config.name,
-                                  "sent a message of an unexpected shape", raw) from exc
-        return [Relayed(raw), *chunks]
-
-
-def sse_bytes(event: SSEEvent) -> bytes:
-    """One event as Anthropic sends it: its ``event:`` line, then its data."""
-    head = f"event: {event.event}\n" if event.event else ""
-    data = "".join(f"data: {line}\n" for line in event.data.split("\n"))
-    return (head + data + "\n").encode()
+        return await self.fetch_answer(
+            self._messages_url, self._json_headers, {**body, "stream": False}, ctx,
+            lambda payload, raw: [Relayed(raw), *self.completion_chunks(payload)],
+            "a message")

@@ -77,7 +77,7 @@ class OpenAIProvider(HTTPStreamProvider):
         headers = [*self._json_headers, ("x-client-request-id", ctx.request_id)]
         count = len(embedding_items(req.input))
         return await self.fetch_answer(self._embeddings_url, headers, embeddings_body(req), ctx,
-                                       lambda payload: parse_embeddings(payload, count),
+                                       lambda payload, _raw: parse_embeddings(payload, count),
                                        "embeddings")
 
     async def list_models(self) -> list[ModelInfo]:

@@ -157,3 +157,11 @@ async def aiter_sse(chunks: AsyncIterable[bytes],
             yield event
     for event in decoder.flush():
         yield event
+
+
+def sse_bytes(event: SSEEvent) -> bytes:
+    """One event as it is written on the wire: its ``event:`` line (when named), then its
+    data lines, then the blank line that ends it."""
+    head = f"event: {event.event}\n" if event.event else ""
+    data = "".join(f"data: {line}\n" for line in event.data.split("\n"))
+    return (head + data + "\n").encode()

@@ -20,7 +20,7 @@ import anyio
 import httpx
 import orjson
 
-from providers.base import CallContext, ChatRequest, Chunk, ProviderConfig
+from providers.base import CallContext, ChatRequest, Chunk, ProviderConfig, Relayed
 from providers.errors import (
     ProviderError,
     UpstreamAuthError,
@@ -33,7 +33,7 @@ from providers.errors import (
     UpstreamUnavailable,
 )
 from providers.reading import Deadline, TimedChunks, read_body, read_error_body
-from providers.sse import EventTooLarge, SSEEvent, aiter_sse
+from providers.sse import EventTooLarge, SSEEvent, aiter_sse, sse_bytes
 from providers.untrusted import MAX_PARAM_CHARS, clean_text, parse_retry_after
 
 T = TypeVar("T")
@@ -279,15 +279,16 @@ class HTTPStreamProvider(ABC):
         """Ask for the whole answer in one body; the chunks ``stream_chat`` would yield."""
         call = self.prepare(req, ctx, stream=False)
         return await self.fetch_answer(call.url, call.headers, call.body, ctx,
-                                       self.completion_chunks, "a completion")
+                                       lambda payload, _raw: self.completion_chunks(payload),
+                                       "a completion")
 
     async def fetch_answer(self, url: httpx.URL, headers: HeaderList, body: Any,
-                           ctx: CallContext, read: Callable[[dict[str, Any]], T],
+                           ctx: CallContext, read: Callable[[dict[str, Any], bytes], T],
                            what: str) -> T:
-        """POST ``body`` and ``read`` the whole JSON answer. An error object in a 200 (some
-        compatible servers answer errors so) raises that error; an answer that is not an
-        object, or that ``read`` finds of the wrong shape, is a protocol error about
-        ``what``."""
+        """POST ``body`` and ``read`` the whole JSON answer (the object and its bytes). An
+        error object in a 200 (some compatible servers answer errors so) raises that error;
+        an answer that is not an object, or that ``read`` finds of the wrong shape, is a
+        protocol error about ``what``."""
         raw = await self.fetch_json("POST", url, headers, orjson.dumps(body), ctx=ctx)
         name = self.config.name
         payload = load_json(raw)
@@ -297,7 +298,7 @@ class HTTPStreamProvider(ABC):
             raise self.error_from_payload(payload) or unreadable_body(
                 UpstreamProtocolError, name, "answered with an error we could not read", raw)
         try:
-            return read(payload)
+            return read(payload, raw)
         except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a malformed shape
             raise unreadable_body(UpstreamProtocolError, name,
                                   f"sent {what} of an unexpected shape", raw) from exc
@@ -305,12 +306,23 @@ class HTTPStreamProvider(ABC):
     async def stream_chat(self, req: ChatRequest, ctx: CallContext) -> AsyncIterator[Chunk]:
         """Yield chunks as the upstream streams them; raise typed errors on failure."""
         call = self.prepare(req, ctx, stream=True)
+        # Closed with this generator: a caller that stops early closes the response now.
+        events = self.stream_events(call.url, call.headers, orjson.dumps(call.body), ctx)
+        async with aclosing(events):
+            async for item in events:
+                yield item  # type: ignore[misc]  # no Relayed without relay=True
+
+    async def stream_events(self, url: httpx.URL, headers: HeaderList, content: bytes,
+                            ctx: CallContext, *, relay: bool = False
+                            ) -> AsyncIterator[Chunk | Relayed]:
+        """POST ``content`` and yield the chunks parsed from each SSE event as it arrives;
+        with ``relay``, each event's own bytes (``Relayed``) before its chunks. Typed errors
+        on failure; an error event raises instead of being relayed."""
         parser = self.stream_parser()
         deadline = self.deadline(ctx)
         try:
             with map_transport_errors(self.config.name):
-                response = await self.send("POST", call.url, call.headers,
-                                           orjson.dumps(call.body), deadline=deadline)
+                response = await self.send("POST", url, headers, content, deadline=deadline)
                 try:
                     await self._check_response(response, deadline)
                     events = aiter_sse(TimedChunks(response, deadline),
@@ -321,6 +333,8 @@ class HTTPStreamProvider(ABC):
                                 chunks = parser.feed(event)
                             except (AttributeError, TypeError, KeyError, ValueError) as exc:
                                 raise self._malformed(event, exc) from exc
+                            if relay:
+                                yield Relayed(sse_bytes(event))
                             for chunk in chunks:
                                 yield chunk
                             if parser.done:

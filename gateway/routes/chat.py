@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncIterator
 
-import anyio
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from gateway.answering import WATCH_AFTER, finish_before_tail, gone
 from gateway.chat.call import ChatCall
 from gateway.chat.encode import DONE, ChunkEncoder, usage_body
 from gateway.chat.request import parse_chat
@@ -21,19 +21,8 @@ from gateway.routes.conversations import HEADER as CONVERSATION_HEADER
 from gateway.routes.conversations import owned_conversation
 from gateway.sse import EventStreamResponse
 from providers.base import Chunk
-from providers.errors import ProviderError
 
 log = logging.getLogger("gateway")
-
-# Watch for the client leaving only once a call has taken this long: most are over sooner,
-# and a timer costs less than the watching task (gateway/http.py). Well under the second
-# within which a gone client's upstream call is cancelled and its slot freed.
-WATCH_AFTER = 0.05
-
-# nginx's "client closed request": the answer to a client that left; nobody reads it (the
-# server drops what is sent after a disconnect), it only gives the code one return type.
-CLIENT_GONE = 499
-
 
 async def chat_completions(request: Request) -> Response | EventStreamResponse:
     state = request.app.state
@@ -61,7 +50,7 @@ async def chat_completions(request: Request) -> Response | EventStreamResponse:
     with CancelOnDisconnect(request.scope, request.receive, after=WATCH_AFTER) as watch:
         first = await call.open()
     if watch.disconnected:
-        return await _gone(call)
+        return await gone(call)
     encoder = ChunkEncoder(completion_id, created, call.model, parsed.include_usage)
     return EventStreamResponse(_sse(call, first, encoder), headers=call.headers)
 
@@ -83,38 +72,21 @@ async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     await response(scope, receive, send)
 
 
-async def _sse(call: ChatCall, first: Chunk | None, encoder: ChunkEncoder
-               ) -> AsyncGenerator[bytes, None]:
-    tail: list[bytes] = []
-    try:
+def _sse(call: ChatCall, first: Chunk | None, encoder: ChunkEncoder) -> AsyncIterator[bytes]:
+    async def events() -> AsyncIterator[bytes]:
         if first is not None:
             if data := encoder.encode(first):
                 yield data
             async for chunk in call.relay():
                 if data := encoder.encode(chunk):
                     yield data
-        if call.usage is not None and (data := encoder.usage(call.usage)):
-            tail.append(data)
-    except ProviderError as exc:
-        # After the first byte an error can only travel inside the stream.
-        tail.append(encoder.error(call.error(exc)))
-    finally:
-        # Finished before the last bytes go out, so a client that got [DONE] has its row
-        # in the crash spool even if the process is killed the next instant.
-        with anyio.CancelScope(shield=True):
-            await call.finish()
-    for data in tail:
-        yield data
-    yield DONE
 
+    def tail() -> list[bytes]:
+        usage = encoder.usage(call.usage) if call.usage is not None else None
+        return [usage, DONE] if usage else [DONE]
 
-async def _gone(call: ChatCall) -> Response:
-    """The client left. Its cancellation has normally finished the call already; should
-    the upstream have answered in the same instant, the call is finished here instead
-    (``finish`` runs once), so no slot, lease or row is left behind."""
-    with anyio.CancelScope(shield=True):
-        await call.finish()
-    return Response(status_code=CLIENT_GONE)
+    return finish_before_tail(call, events(), tail,
+                              lambda exc: [encoder.error(call.error(exc)), DONE])
 
 
 async def _complete(request: Request, call: ChatCall, completion_id: str,
@@ -124,7 +96,7 @@ async def _complete(request: Request, call: ChatCall, completion_id: str,
     with CancelOnDisconnect(request.scope, request.receive, after=WATCH_AFTER) as watch:
         await call.complete()
     if watch.disconnected:
-        return await _gone(call)
+        return await gone(call)
     await call.finish()
     assert call.usage is not None
     return JSONResponse({

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.answering import WATCH_AFTER, gone
 from gateway.embeddings.call import EmbeddingCall
 from gateway.embeddings.encode import embeddings_body
 from gateway.embeddings.request import parse_embeddings
 from gateway.errors import invalid
 from gateway.http import CancelOnDisconnect, JSONResponse, json_object, request_id
-from gateway.routes.chat import CLIENT_GONE, WATCH_AFTER
 from providers.base import EMBEDDINGS
 
 
@@ -33,9 +32,7 @@ async def create_embeddings(request: Request) -> Response:
     with CancelOnDisconnect(request.scope, request.receive, after=WATCH_AFTER) as watch:
         result = await call.embed()
     if watch.disconnected:
-        with anyio.CancelScope(shield=True):
-            await call.finish()
-        return Response(status_code=CLIENT_GONE)
+        return await gone(call)
     await call.finish()
     assert call.usage is not None
     return JSONResponse(embeddings_body(result.vectors, req.encoding_format, call.model,

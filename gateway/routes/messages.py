@@ -10,28 +10,26 @@ here in Anthropic's shape, and so are the errors, on every path of these routes.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-import anyio
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.answering import WATCH_AFTER, finish_before_tail, gone
 from gateway.errors import APIError, internal_error
 from gateway.http import CancelOnDisconnect, JSONResponse, json_object, request_id
 from gateway.messages.call import MessagesCall
 from gateway.messages.encode import EventEncoder, error_response, message_body
 from gateway.messages.request import parse_messages
-from gateway.routes.chat import CLIENT_GONE, WATCH_AFTER
+from gateway.observe import CLIENT_LEFT
 from gateway.sse import EventStreamResponse
 from providers.base import Chunk, Relayed
-from providers.errors import ProviderError
 
 log = logging.getLogger("gateway")
 
-# The relayed event held back until the call is finished (gateway/routes/chat.py: a client
-# that got the last bytes has its row in the crash spool).
+# The relayed event held back until the call is finished (gateway/answering.py).
 LAST_EVENT = b"event: message_stop\n"
 
 
@@ -44,7 +42,7 @@ def anthropic_errors(handler: Callable[[Request], Awaitable[Response]]
         except APIError as exc:
             return error_response(exc)
         except ClientDisconnect:
-            return Response(status_code=CLIENT_GONE)  # gone while sending its body
+            return Response(status_code=CLIENT_LEFT)  # gone while sending its body
         except Exception:
             log.exception("unhandled error in POST %s", request.url.path)
             return error_response(internal_error())
@@ -65,7 +63,7 @@ async def create_message(request: Request) -> Response:
         with CancelOnDisconnect(request.scope, request.receive, after=WATCH_AFTER) as watch:
             await call.complete()
         if watch.disconnected:
-            return await _gone(call)
+            return await gone(call)
         await call.finish()
         assert call.usage is not None
         if call.relayed and call.answer is not None:
@@ -75,7 +73,7 @@ async def create_message(request: Request) -> Response:
     with CancelOnDisconnect(request.scope, request.receive, after=WATCH_AFTER) as watch:
         first = await call.open()
     if watch.disconnected:
-        return await _gone(call)
+        return await gone(call)
     if call.relayed:
         return EventStreamResponse(_relayed(call, first), headers=call.headers)
     encoder = EventEncoder(message_id, call.model,
@@ -83,57 +81,43 @@ async def create_message(request: Request) -> Response:
     return EventStreamResponse(_events(call, first, encoder), headers=call.headers)
 
 
-async def _events(call: MessagesCall, first: Chunk | None, encoder: EventEncoder
-                  ) -> AsyncGenerator[bytes, None]:
-    yield encoder.start()
-    tail: bytes = b""
-    try:
+def _events(call: MessagesCall, first: Chunk | None, encoder: EventEncoder
+            ) -> AsyncIterator[bytes]:
+    async def events() -> AsyncIterator[bytes]:
+        yield encoder.start()
         if first is not None:
             if data := encoder.encode(first):
                 yield data
             async for chunk in call.relay():
                 if data := encoder.encode(chunk):
                     yield data
+
+    def tail() -> list[bytes]:
         assert call.usage is not None
-        tail = encoder.end(call.usage)
-    except ProviderError as exc:
-        # After the first byte an error can only travel inside the stream.
-        tail = encoder.error(call.error(exc))
-    finally:
-        # Finished before the last bytes go out (as for chat): a client that got
-        # message_stop has its row in the crash spool even if the process dies next.
-        with anyio.CancelScope(shield=True):
-            await call.finish()
-    yield tail
+        return [encoder.end(call.usage)]
+
+    return finish_before_tail(call, events(), tail,
+                              lambda exc: [encoder.error(call.error(exc))])
 
 
-async def _relayed(call: MessagesCall, first: Chunk | Relayed | None
-                   ) -> AsyncGenerator[bytes, None]:
+def _relayed(call: MessagesCall, first: Chunk | Relayed | None) -> AsyncIterator[bytes]:
     """An Anthropic upstream's events as they come (its own message_start, pings, blocks
-    and stop), the chunks parsed from them left to the call's accounting."""
-    last = b""
-    try:
+    and stop), the chunks parsed from them left to the call's accounting. Its last event
+    is held back until the call is finished."""
+    last: list[bytes] = []
+
+    async def events() -> AsyncIterator[bytes]:
         if isinstance(first, Relayed):
             yield first.data
         async for item in call.relay():
             if isinstance(item, Relayed):
                 if item.data.startswith(LAST_EVENT):
-                    last = item.data
+                    last.append(item.data)
                 else:
                     yield item.data
-    except ProviderError as exc:
-        last = EventEncoder.error(call.error(exc))
-    finally:
-        with anyio.CancelScope(shield=True):
-            await call.finish()
-    if last:
-        yield last
 
-
-async def _gone(call: MessagesCall) -> Response:
-    with anyio.CancelScope(shield=True):
-        await call.finish()
-    return Response(status_code=CLIENT_GONE)
+    return finish_before_tail(call, events(), lambda: last,
+                              lambda exc: [EventEncoder.error(call.error(exc))])
 
 
 async def count_tokens(request: Request) -> Response:
