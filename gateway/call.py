@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -54,7 +55,7 @@ class CallServices:
     metrics: Metrics
 
 
-class Call:
+class Call(ABC):
     """``admit``, then the subclass's routed upstream call, then ``finish`` once, whatever
     happened. ``headers`` go on the answer. ``store`` takes the finished record; by default
     it is queued for the writer (legacy jobs store theirs themselves, fenced by their
@@ -83,23 +84,24 @@ class Call:
 
     # -- what a kind of call says ---------------------------------------------------------
 
+    @abstractmethod
     def _estimate(self) -> int:
         """The tokens to reserve against the plan at admission (quick, on the safe side)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _count(self) -> Usage:
         """The call's usage when it ends: the upstream's, or an estimate of what was done."""
-        raise NotImplementedError
 
-    async def _release(self) -> None:
+    async def _release(self) -> None:  # noqa: B027 (optional hook: most hold nothing)
         """Let go of what the kind of call holds (an upstream stream), at ``finish``."""
 
     def _first_token_seconds(self) -> float | None:
         """The time to first token the metrics get (streamed calls only)."""
         return None
 
-    def _describe(self, record: CallRecord) -> None:
-        """Put what the answer was into the finished ``record``."""
+    def _describe(self, record: CallRecord) -> None:  # noqa: B027 (optional hook)
+        """Put what the answer was into the finished ``record`` (an embedding says no more
+        than its usage)."""
 
     # -- the lifecycle --------------------------------------------------------------------
 
