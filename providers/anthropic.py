@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from contextlib import aclosing
 from typing import Any, ClassVar
 
 import httpx
@@ -273,16 +272,13 @@ class AnthropicProvider(HTTPStreamProvider):
 
     # -- pass-through for the inbound Messages API (gateway/messages/call.py) ---------------
 
-    async def relay_messages(self, body: dict[str, Any],
-                             ctx: CallContext) -> AsyncIterator[Chunk | Relayed]:
+    def relay_messages(self, body: dict[str, Any],
+                       ctx: CallContext) -> AsyncIterator[Chunk | Relayed]:
         """A Messages ``body`` (its ``model`` already the upstream's) sent as it is; each
         event of the answer relayed as it comes, then the chunks parsed from it (usage
         last). An ``error`` event raises its typed error instead of being relayed."""
-        events = self.stream_events(self._messages_url, self._stream_headers,
-                                    orjson.dumps({**body, "stream": True}), ctx, relay=True)
-        async with aclosing(events):  # closed with this generator, and the response with it
-            async for item in events:
-                yield item
+        return self.stream_events(self._messages_url, self._stream_headers,
+                                  orjson.dumps({**body, "stream": True}), ctx, relay=True)
 
     async def complete_messages(self, body: dict[str, Any],
                                 ctx: CallContext) -> list[Chunk | Relayed]:
