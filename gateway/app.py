@@ -30,6 +30,7 @@ from gateway.mail import SmtpMailer
 from gateway.metrics import MULTIPROC_ENV, Metrics
 from gateway.middleware import Envelope, FastRoutes
 from gateway.observe import RequestObserver
+from gateway.pricing import Price, price_table
 from gateway.ratelimit import LeaseRenewer, build_limiter, choose_backend
 from gateway.resilience.router import Router
 from gateway.routes import (
@@ -192,7 +193,10 @@ def create_app(settings: Settings, *,
                                            writer=state.writer, tokens=state.tokens,
                                            router=router,
                                            default_max_tokens=settings.default_max_tokens_estimate,
-                                           metrics=state.metrics)
+                                           metrics=state.metrics,
+                                           prices=price_table({
+                                               name: Price(**spec.model_dump())
+                                               for name, spec in settings.pricing.items()}))
         state.history = HistoryStore(state.engine, state.reads)
         state.conversations = ConversationStore(state.engine, state.reads)
         state.jobs = JobRunner(JobStore(state.engine), state.call_services, state.catalog,

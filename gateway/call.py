@@ -25,6 +25,7 @@ from gateway.errors import APIError, from_provider
 from gateway.limits import limits_for, rate_limit_headers, rejection
 from gateway.metrics import Metrics
 from gateway.observe import note_call, note_model
+from gateway.pricing import PriceTable
 from gateway.ratelimit import LeaseRenewer
 from gateway.ratelimit.base import Lease, RateLimiter
 from gateway.resilience.balance import Deployment
@@ -53,6 +54,7 @@ class CallServices:
     router: Router
     default_max_tokens: int
     metrics: Metrics
+    prices: PriceTable
 
 
 class Call(ABC):
@@ -193,6 +195,8 @@ class Call(ABC):
         if self.usage is None:
             self.usage = self._count()
         usage = self.usage
+        self.record.cost_usd = 0.0 if self.record.cached else self.svc.prices.cost(self.model,
+                                                                                   usage)
         # Counted once, at the end: nothing per streamed event.
         self.svc.metrics.call(self.model, usage, self._first_token_seconds())
         if self._lease is not None:

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -88,6 +96,16 @@ class ModelRoute(BaseModel):
             return list(self.targets)
         assert self.provider is not None and self.upstream is not None
         return [RouteTarget(provider=self.provider, upstream=self.upstream)]
+
+
+class PriceSettings(BaseModel):
+    """``[pricing.<model>]``: USD per million tokens (gateway/pricing.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_per_million: float = Field(ge=0, allow_inf_nan=False)
+    output_per_million: float = Field(ge=0, allow_inf_nan=False)
+    cached_input_per_million: float | None = Field(None, ge=0, allow_inf_nan=False)
 
 
 # The seed's models, each enabled only when its provider has a key.
@@ -210,6 +228,8 @@ class Settings(BaseSettings):
     demo_delay_ms: int = Field(20, ge=0)
     providers: dict[str, ProviderSettings] = {}
     models: dict[str, ModelRoute] = {}
+    # Prices by public model name, over the dated defaults of gateway/pricing.py.
+    pricing: dict[str, PriceSettings] = {}
     upstream_max_connections: int = Field(10_000, ge=1)
     # Retries back off exponentially with full jitter: a random wait up to base * 2^n,
     # never more than the cap; an upstream's retry-after above the cap is not waited for.

@@ -22,6 +22,15 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """A piece of the model's reasoning (Anthropic's thinking) for choice ``index``: never
+    part of the answer's text; OpenAI-shaped answers carry it as ``reasoning_content``."""
+
+    text: str
+    index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallDelta:
     """A fragment of a tool call: ``id``/``name`` on the first fragment, ``arguments`` after."""
 
@@ -55,7 +64,7 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-Chunk = TextDelta | ToolCallDelta | Finish | Usage
+Chunk = TextDelta | ReasoningDelta | ToolCallDelta | Finish | Usage
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ class SubscriptionPlan(SQLModel, table=True):
     concurrent_requests: int
     tokens_per_minute: int
     features: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    monthly_budget_usd: float | None = None  # the whole user's spend per calendar month
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
 
@@ -75,6 +76,8 @@ class ApiKey(SQLModel, table=True):
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
     concurrent_requests: int | None = None
+    budget_usd: float | None = None  # spend allowed per budget_period (day | month | total)
+    budget_period: str | None = Field(default=None, max_length=10)
     last_used_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
     revoked_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
     created_at: datetime = _ts()
@@ -135,6 +138,8 @@ class InferenceRequest(SQLModel, table=True):
     # foreign key on purpose: the writer stores a call that ends after its conversation was
     # deleted without a refused batch, then deletes it (storage/conversations.py).
     conversation_id: uuid.UUID | None = None
+    cost_usd: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
+    cached: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     # Legacy job bookkeeping (issue: /inference jobs).
     attempts: int = 0
     lease_owner: str | None = Field(default=None, max_length=100)
@@ -181,6 +186,7 @@ class UsageDaily(SQLModel, table=True):
     processing_time_ms: int = 0
     time_to_first_token_ms: int = 0
     ttft_samples: int = 0
+    cost_usd: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
 
 
 class RateLimitBucket(SQLModel, table=True):

@@ -44,6 +44,8 @@ class CallRecord:
     served_by: str | None = None  # "provider/upstream" of the target that answered
     upstream_attempts: list[dict[str, Any]] | None = None
     conversation_id: uuid.UUID | None = None  # the x-gateway-conversation of the call
+    cost_usd: float = 0.0  # at the price of the model that answered (gateway/pricing.py)
+    cached: bool = False  # answered from the response cache: no upstream call, no cost
     started_at: datetime | None = None
     completed_at: datetime | None = None
     updated_at: datetime | None = None
