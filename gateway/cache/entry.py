@@ -1,0 +1,75 @@
+"""A cached answer as the chunks the upstream produced, free of any wire framing.
+
+Chunks, not SSE bytes nor a ``chat.completion`` body: a hit is replayed through the same
+encoder a live call uses, so an answer cached from a stream can be served whole and the
+other way round, and a streamed replay has the very deltas of the live stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from providers.base import Chunk, Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
+
+VERSION = 1  # an entry of another version (an older gateway's) is a miss
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    """The chunks of a complete answer (usage among them when the upstream gave it) and
+    the deployment that produced it, named on the cached call's history row."""
+
+    chunks: list[Chunk]
+    provider: str
+    upstream: str
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"v": VERSION, "provider": self.provider,
+                             "upstream": self.upstream,
+                             "chunks": [_pack(c) for c in self.chunks]})
+
+    @classmethod
+    def decode(cls, data: bytes) -> CachedAnswer | None:
+        """The answer stored as ``data``; None when it is not one this gateway wrote."""
+        try:
+            body = orjson.loads(data)
+            if body.get("v") != VERSION:
+                return None
+            return cls(chunks=[_unpack(c) for c in body["chunks"]],
+                       provider=body["provider"], upstream=body["upstream"])
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError,
+                IndexError):
+            return None
+
+
+def _pack(chunk: Chunk) -> list[Any]:
+    if isinstance(chunk, TextDelta):
+        return ["t", chunk.text, chunk.index]
+    if isinstance(chunk, ToolCallDelta):
+        return ["c", chunk.call_index, chunk.id, chunk.name, chunk.arguments, chunk.index]
+    if isinstance(chunk, Finish):
+        return ["f", chunk.reason, chunk.index]
+    if isinstance(chunk, ReasoningDelta):
+        return ["r", chunk.text, chunk.index]
+    return ["u", chunk.prompt_tokens, chunk.completion_tokens, chunk.cached_tokens,
+            chunk.cache_creation_tokens, chunk.estimated]
+
+
+def _unpack(item: list[Any]) -> Chunk:
+    kind, *rest = item
+    if kind == "t":
+        return TextDelta(text=rest[0], index=rest[1])
+    if kind == "c":
+        return ToolCallDelta(call_index=rest[0], id=rest[1], name=rest[2], arguments=rest[3],
+                             index=rest[4])
+    if kind == "f":
+        return Finish(reason=rest[0], index=rest[1])
+    if kind == "r":
+        return ReasoningDelta(text=rest[0], index=rest[1])
+    if kind == "u":
+        return Usage(prompt_tokens=rest[0], completion_tokens=rest[1], cached_tokens=rest[2],
+                     cache_creation_tokens=rest[3], estimated=rest[4])
+    raise ValueError(f"unknown chunk kind {kind!r}")
