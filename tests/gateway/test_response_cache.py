@@ -237,6 +237,11 @@ def test_history_row_and_rate_limits(cached_gateway: GatewayServer, user: Accoun
     assert cached.response == live.response and cached.finish_reason == "stop"
     assert (cached.provider, cached.upstream_model) == ("fake-openai", "gpt-4o-mini")
     assert cached.attempts == 0 and cached.served_by is None
+    # /stats counts every call and the tokens each delivered, hits included (README).
+    stats = httpx.get(cached_gateway.url + "/stats", timeout=20,
+                      headers={"Authorization": f"Bearer {user.token}"}).json()["totals"]
+    assert (stats["requests"], stats["succeeded"]) == (3, 3)
+    assert stats["total_tokens"] == 3 * usage["total_tokens"]
 
 
 def test_failed_answers_are_not_kept(cached_gateway: GatewayServer, user: Account,
