@@ -41,7 +41,7 @@ class CachedAnswer:
             return cls(chunks=[_unpack(c) for c in body["chunks"]],
                        provider=body["provider"], upstream=body["upstream"])
         except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError,
-                IndexError):
+                IndexError):  # not ours: JSON of another shape, or chunks of another kind
             return None
 
 
@@ -58,18 +58,10 @@ def _pack(chunk: Chunk) -> list[Any]:
             chunk.cache_creation_tokens, chunk.estimated]
 
 
+# Each packed chunk is its kind's letter, then the fields in the order the class takes them.
+_KINDS: dict[str, type] = {"t": TextDelta, "c": ToolCallDelta, "f": Finish,
+                           "r": ReasoningDelta, "u": Usage}
+
+
 def _unpack(item: list[Any]) -> Chunk:
-    kind, *rest = item
-    if kind == "t":
-        return TextDelta(text=rest[0], index=rest[1])
-    if kind == "c":
-        return ToolCallDelta(call_index=rest[0], id=rest[1], name=rest[2], arguments=rest[3],
-                             index=rest[4])
-    if kind == "f":
-        return Finish(reason=rest[0], index=rest[1])
-    if kind == "r":
-        return ReasoningDelta(text=rest[0], index=rest[1])
-    if kind == "u":
-        return Usage(prompt_tokens=rest[0], completion_tokens=rest[1], cached_tokens=rest[2],
-                     cache_creation_tokens=rest[3], estimated=rest[4])
-    raise ValueError(f"unknown chunk kind {kind!r}")
+    return _KINDS[item[0]](*item[1:])
