@@ -65,17 +65,15 @@ async def hit_cost(cache: ResponseCache, user: uuid.UUID) -> float:
 def main() -> dict[str, float]:
     route = _Route()
 
+    # The request's headers are parsed once per request anyway (for the conversation
+    # header, just before): what the cache adds is one lookup in them and one attribute.
+    headers = Request({"type": "http", "headers": HEADERS}).headers
+
     def off() -> None:
-        # What gateway/routes/chat.py does for a call that does not use the cache (the
-        # request's headers are parsed once per request anyway).
-        request = Request({"type": "http", "headers": HEADERS})
-        if request.headers.get(HEADER) is not None or route.cache:
+        if headers.get(HEADER) is not None or route.cache:
             raise AssertionError
 
-    def baseline() -> None:
-        Request({"type": "http", "headers": HEADERS}).headers  # noqa: B018
-
-    results = {"off": best_of_five(off) - best_of_five(baseline),
+    results = {"off": best_of_five(off),
                "hit": asyncio.run(hit_cost(ResponseCache(MemoryStore(1 << 20), default_ttl=60),
                                            uuid.uuid4()))}
     print(f"cache off: {results['off']:5.2f} µs per call (header lookup + route.cache)")
