@@ -4,6 +4,7 @@ injected clock; the Redis one's TTL on the real server; answers' encoding round 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import pytest
@@ -113,3 +114,60 @@ def test_unreadable_entries_are_misses() -> None:
     for data in (b"not json", b"[]", b'{"v": 999}', b'{"v": 1, "chunks": [["?"]], '
                  b'"provider": "p", "upstream": "u"}', b'{"v": 1}'):
         assert CachedAnswer.decode(data) is None
+
+
+class Flaky:
+    """The real Redis client, broken on demand (as a network failure looks to it); counts
+    the commands that reached it."""
+
+    def __init__(self, redis: object) -> None:
+        self.redis = redis
+        self.broken = False
+        self.calls = 0
+
+    async def get(self, key: str) -> bytes | None:
+        return await self._call("get", key)
+
+    async def set(self, key: str, value: bytes, px: int) -> None:
+        await self._call("set", key, value, px=px)
+
+    async def _call(self, name: str, *args: object, **kw: object) -> object:
+        self.calls += 1
+        if self.broken:
+            from redis.exceptions import ConnectionError
+
+            raise ConnectionError("Connection refused")
+        return await getattr(self.redis, name)(*args, **kw)
+
+
+def test_redis_down_is_a_miss_tried_once_a_second(caplog: pytest.LogCaptureFixture) -> None:
+    if not REDIS_URL:
+        skip_or_fail("Redis not available: set GATEWAY_TEST_REDIS_URL")
+    from redis.asyncio import Redis
+
+    clock = Clock()
+
+    async def run() -> None:
+        redis = Redis.from_url(REDIS_URL)
+        flaky = Flaky(redis)
+        store = RedisStore(flaky, clock=clock)  # type: ignore[arg-type]
+        key = f"gw:cache:test:{time.time_ns()}"
+        try:
+            await store.put(key, b"answer", 60)
+            flaky.broken = True
+            assert await store.get(key) is None and store.down and flaky.calls == 2
+            await store.put(key, b"other", 60)  # within the second: not even tried
+            assert await store.get(key) is None and flaky.calls == 2
+            clock.now += 1.0
+            assert await store.get(key) is None and flaky.calls == 3  # one try, failed
+            flaky.broken = False
+            clock.now += 1.0
+            assert await store.get(key) == b"answer" and not store.down
+        finally:
+            await redis.delete(key)
+            await redis.aclose()
+
+    with caplog.at_level(logging.WARNING, logger="gateway"):
+        asyncio.run(run())
+    said = [r.getMessage() for r in caplog.records if "response cache" in r.getMessage()]
+    assert len(said) == 2 and "unavailable" in said[0] and "back" in said[1]
