@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,14 @@ from storage.migrate import upgrade
 from storage.models import InferenceRequest
 from tests.conftest import ONE_TRY, Account, make_settings, register, run_sync, set_plan
 from tests.processes import free_port
-from tests.servers import FIXTURES, FakeUpstream, GatewayServer, Reply, recorded_openai
+from tests.servers import (
+    FIXTURES,
+    FakeUpstream,
+    GatewayServer,
+    Reply,
+    recorded_openai,
+    wait_for,
+)
 
 MESSAGES = [{"role": "user", "content": "Say hello in French"}]
 TOOLS = [{"type": "function", "function": {
@@ -261,6 +269,27 @@ def test_failed_answers_are_not_kept(cached_gateway: GatewayServer, user: Accoun
     upstream.script(Reply.recording("openai_text.sse"))
     assert post(cached_gateway, user, chat(stream=True, seed=3),
                 ON).headers["x-gateway-cache"] == "miss"
+    assert upstream.hits() == 1
+
+
+def test_answers_cut_off_by_their_client_are_not_kept(cached_gateway: GatewayServer,
+                                                      user: Account,
+                                                      upstream: FakeUpstream) -> None:
+    gate = threading.Event()  # never set while the client is there: the answer stays open
+    upstream.script(Reply.by_event("openai_text.sse", hang_after=2, gate=gate))
+    body = chat(stream=True, seed=11)
+    with httpx.stream("POST", cached_gateway.url + "/v1/chat/completions", json=body,
+                      headers={"Authorization": f"Bearer {user.api_key}", **ON},
+                      timeout=20) as r:
+        assert r.headers["x-gateway-cache"] == "miss"
+        assert next(r.iter_bytes()).startswith(b"data: ")
+    # The client left mid-answer: the call ends as cancelled, and nothing is kept.
+    assert wait_for(lambda: [x.status for x in rows(cached_gateway, user.user_id)]
+                    == ["cancelled"])
+    gate.set()
+    upstream.script(Reply.recording("openai_text.sse"))
+    assert post(cached_gateway, user, body, ON).headers["x-gateway-cache"] == "miss"
+    assert post(cached_gateway, user, body, ON).headers["x-gateway-cache"] == "hit"
     assert upstream.hits() == 1
 
 
