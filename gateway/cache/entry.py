@@ -12,7 +12,15 @@ from typing import Any
 
 import orjson
 
-from providers.base import Chunk, Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
+from providers.base import (
+    Chunk,
+    EmbeddingResult,
+    Finish,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 
 VERSION = 1  # an entry of another version (an older gateway's) is a miss
 
@@ -42,6 +50,37 @@ class CachedAnswer:
                        provider=body["provider"], upstream=body["upstream"])
         except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError,
                 IndexError):  # not ours: JSON of another shape, or chunks of another kind
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class CachedEmbeddings:
+    """An embeddings answer as the upstream gave it (vectors as floats or its base64), and
+    the deployment that produced it."""
+
+    result: EmbeddingResult
+    provider: str
+    upstream: str
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"v": VERSION, "provider": self.provider,
+                             "upstream": self.upstream, "vectors": self.result.vectors,
+                             "prompt_tokens": self.result.prompt_tokens})
+
+    @classmethod
+    def decode(cls, data: bytes) -> CachedEmbeddings | None:
+        """The embeddings stored as ``data``; None when they are not ones this gateway
+        wrote."""
+        try:
+            body = orjson.loads(data)
+            if body.get("v") != VERSION or not isinstance(body["vectors"], list):
+                return None
+            tokens = body["prompt_tokens"]
+            if tokens is not None and not isinstance(tokens, int):
+                return None
+            return cls(EmbeddingResult(vectors=body["vectors"], prompt_tokens=tokens),
+                       provider=body["provider"], upstream=body["upstream"])
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
             return None
 
 

@@ -9,9 +9,16 @@ import time
 
 import pytest
 
-from gateway.cache import CachedAnswer, MemoryStore, RedisStore
+from gateway.cache import CachedAnswer, CachedEmbeddings, MemoryStore, RedisStore
 from gateway.cache.memory import OVERHEAD_BYTES
-from providers.base import Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
+from providers.base import (
+    EmbeddingResult,
+    Finish,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from tests.conftest import REDIS_URL, skip_or_fail
 
 
@@ -108,6 +115,17 @@ def test_redis_entries_expire_by_px() -> None:
 def test_answer_round_trip(chunks: list) -> None:
     answer = CachedAnswer(chunks, provider="p", upstream="u")
     assert CachedAnswer.decode(answer.encode()) == answer
+
+
+def test_embeddings_round_trip() -> None:
+    for result in (EmbeddingResult([[0.5, -1.25], [3.0, 0.0]], prompt_tokens=4),
+                   EmbeddingResult(["AAAAPw=="], prompt_tokens=None)):
+        kept = CachedEmbeddings(result, provider="p", upstream="u")
+        assert CachedEmbeddings.decode(kept.encode()) == kept
+    for data in (b"{}", b'{"v": 1, "vectors": 3, "prompt_tokens": 1, "provider": "p", '
+                 b'"upstream": "u"}', b'{"v": 1, "vectors": [], "prompt_tokens": "x", '
+                 b'"provider": "p", "upstream": "u"}'):
+        assert CachedEmbeddings.decode(data) is None
 
 
 def test_unreadable_entries_are_misses() -> None:

@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from gateway.app import create_app
+from gateway.embeddings.encode import to_base64
 from gateway.settings import ConfigError, load_settings
 from storage.migrate import upgrade
 from storage.models import InferenceRequest
@@ -52,7 +53,8 @@ class Clock:
 def providers(upstream: FakeUpstream) -> dict:
     return {"fake-openai": {"kind": "openai", "base_url": upstream.url + "/v1",
                             "api_key": "sk-up", "read_timeout": 2.0,
-                            "models": {"gpt-4o-mini": "gpt-4o-mini", "gpt-4o": "gpt-4o"},
+                            "models": {"gpt-4o-mini": "gpt-4o-mini", "gpt-4o": "gpt-4o",
+                                       "text-embedding-3-small": "text-embedding-3-small"},
                             **ONE_TRY}}
 
 
@@ -310,6 +312,40 @@ def test_openai_sdk_reads_a_hit(cached_gateway: GatewayServer, user: Account,
     assert out.usage.total_tokens == usage["total_tokens"]
 
 
+def test_embeddings_hit_in_either_encoding(cached_gateway: GatewayServer, user: Account,
+                                           upstream: FakeUpstream) -> None:
+    upstream.script(Reply.recording("openai_embeddings.json"))
+    recorded = json.loads((FIXTURES / "openai_embeddings.json").read_bytes())
+    body = {"model": "text-embedding-3-small", "input": ["first", "second"]}
+
+    def embed(acct: Account, **kw: object) -> httpx.Response:
+        return httpx.post(cached_gateway.url + "/v1/embeddings", json={**body, **kw},
+                          timeout=20, headers={"Authorization": f"Bearer {acct.api_key}", **ON})
+
+    miss = embed(user)
+    assert miss.status_code == 200 and miss.headers["x-gateway-cache"] == "miss"
+    hit = embed(user)
+    assert hit.headers["x-gateway-cache"] == "hit" and upstream.hits() == 1
+    assert hit.json() == miss.json()
+    assert [d["embedding"] for d in hit.json()["data"]] == [d["embedding"]
+                                                           for d in recorded["data"]]
+    # The encoding only frames the same vectors: the same entry, written as base64.
+    b64 = embed(user, encoding_format="base64")
+    assert b64.headers["x-gateway-cache"] == "hit" and upstream.hits() == 1
+    assert [d["embedding"] for d in b64.json()["data"]] == [
+        to_base64(d["embedding"]) for d in recorded["data"]]
+    assert embed(user, dimensions=8).headers["x-gateway-cache"] == "miss"
+    other = register(cached_gateway.url)
+    set_plan(cached_gateway, other.user_id, "enterprise")
+    assert embed(other).headers["x-gateway-cache"] == "miss" and upstream.hits() == 3
+    found = rows(cached_gateway, user.user_id)
+    assert [(r.source, r.cached, r.status) for r in found] == [
+        ("embed", False, "completed"), ("embed", True, "completed"),
+        ("embed", True, "completed"), ("embed", False, "completed")]
+    assert found[1].cost_usd == 0
+    assert found[1].prompt_tokens == recorded["usage"]["prompt_tokens"]
+
+
 def test_redis_unreachable_is_a_miss_logged_once(upstream: FakeUpstream, tmp_path: Path,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
@@ -351,8 +387,9 @@ def test_cache_only_model_entries() -> None:
 
 
 def test_key_ignores_framing_only() -> None:
-    from gateway.cache import chat_key
+    from gateway.cache import chat_key, embeddings_key
     from gateway.chat.request import parse_chat
+    from gateway.embeddings.request import parse_embeddings
 
     user = uuid.uuid4()
 
@@ -368,3 +405,11 @@ def test_key_ignores_framing_only() -> None:
         assert key(**change) != key(), change
     assert chat_key(uuid.uuid4(), "m", parse_chat(chat("m")).request) != key()
     assert re.fullmatch(rf"gw:cache:{user}:[0-9a-f]{{64}}", key())
+
+    def embed_key(**kw: object) -> str:
+        return embeddings_key(user, "e", parse_embeddings({"model": "e", "input": "a", **kw}))
+
+    assert embed_key() == embed_key(encoding_format="base64") != key()
+    for change in ({"input": "b"}, {"input": ["a"]}, {"dimensions": 8}, {"user": "u"},
+                   {"unknown_field": 1}):
+        assert embed_key(**change) != embed_key(), change
