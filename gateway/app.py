@@ -21,6 +21,8 @@ from gateway.auth.credentials import ApiKeyHasher, JwtCodec, PasswordHasher
 from gateway.auth.principal import Authenticator
 from gateway.auth.resets import PasswordResets
 from gateway.auth.throttle import AuthThrottle
+from gateway.cache import HEADER as CACHE_HEADER
+from gateway.cache import MemoryStore, RedisStore, ResponseCache
 from gateway.catalog import ModelCatalog
 from gateway.chat.call import ATTEMPTS_HEADER, SERVED_BY_HEADER, CallServices
 from gateway.datadir import ensure_secrets, prepare_data_dir
@@ -197,6 +199,11 @@ def create_app(settings: Settings, *,
                                            prices=price_table({
                                                name: Price(**spec.model_dump())
                                                for name, spec in settings.pricing.items()}))
+        # One cache for every instance when they share Redis; else this process's own.
+        state.cache = ResponseCache(
+            RedisStore(state.redis) if state.redis is not None
+            else MemoryStore(settings.cache_max_bytes, clock=clock),
+            default_ttl=settings.cache_ttl_seconds)
         state.history = HistoryStore(state.engine, state.reads)
         state.conversations = ConversationStore(state.engine, state.reads)
         state.jobs = JobRunner(JobStore(state.engine), state.call_services, state.catalog,
@@ -220,6 +227,7 @@ def create_app(settings: Settings, *,
             await state.password_resets.aclose(settings.mail_timeout_seconds)
             await state.leases.aclose()
             await state.writer.stop()
+            await state.cache.aclose()
             await state.metrics.aclose()
             await state.providers.aclose()
             await state.http.aclose()
@@ -254,9 +262,9 @@ def cors_layer(app: ASGIApp, origins: list[str]) -> ASGIApp:
         app, allow_origins=origins,
         allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
         allow_headers=["authorization", "content-type", "x-api-key", "x-request-id",
-                       conversations.HEADER],
+                       conversations.HEADER, CACHE_HEADER],
         expose_headers=["x-request-id", "retry-after", "retry-after-ms", ATTEMPTS_HEADER,
-                        SERVED_BY_HEADER,
+                        SERVED_BY_HEADER, CACHE_HEADER,
                         "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
                         "x-ratelimit-reset-requests", "x-ratelimit-limit-tokens",
                         "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"])

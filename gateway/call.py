@@ -197,11 +197,14 @@ class Call(ABC):
         usage = self.usage
         self.record.cost_usd = 0.0 if self.record.cached else self.svc.prices.cost(self.model,
                                                                                    usage)
-        # Counted once, at the end: nothing per streamed event.
-        self.svc.metrics.call(self.model, usage, self._first_token_seconds())
+        # Counted once, at the end: nothing per streamed event. A cached answer (a hit of
+        # the response cache) used no model: no tokens in the metrics nor against the plan.
+        if not self.record.cached:
+            self.svc.metrics.call(self.model, usage, self._first_token_seconds())
         if self._lease is not None:
             self.svc.leases.drop(self._lease)
-            await self.svc.limiter.release(self._lease, usage.total_tokens)
+            await self.svc.limiter.release(self._lease,
+                                           0 if self.record.cached else usage.total_tokens)
         record = self._complete_record(usage)
         note_call(record)
         if self._store is not None:

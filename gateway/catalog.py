@@ -38,6 +38,8 @@ class Route:
     supports_n: bool  # some target can answer n > 1 choices in one call
     capabilities: frozenset[str]  # what some target can be called for: chat, embeddings
     description: str | None  # what the first target's provider says of the model, if anything
+    cache: bool = False  # chat answers come from the response cache unless a call says off
+    cache_ttl: float | None = None  # seconds an answer is kept; None: the global default
 
 
 class ModelCatalog:
@@ -77,7 +79,8 @@ class ModelCatalog:
                 timeout=first.total_timeout,
                 supports_n=any(d.provider.supports_n for d, _ in targets),
                 capabilities=frozenset().union(*(d.capabilities for d, _ in targets)),
-                description=_description(targets[0][0]))
+                description=_description(targets[0][0]),
+                cache=spec.cache, cache_ttl=spec.cache_ttl_seconds)
         self._created = created
 
     @staticmethod

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from gateway.cache import HEADER as CACHE_HEADER
 from gateway.chat.request import PART_TYPES, ROLES
 from gateway.embeddings.request import (
     ENCODINGS,
@@ -240,10 +241,21 @@ STATS = obj({"object": {"const": "usage"}, "from": DATE, "to": DATE,
              "by_model": array(obj({"model": STR, **COUNTS})),
              "by_day": array(obj({"day": DATE, **COUNTS}))})
 KEYS = ("Keys need a signed-in session: the token of POST /auth/login, not an API key.")
+CACHE_HEADER_TEXT = ("`hit` (answered from the response cache: no upstream call, cost 0) "
+                     "or `miss`; only when the cache applied to the call.")
+CACHE_ANSWER_HEADER = headers({CACHE_HEADER: ({"enum": ["hit", "miss"]}, CACHE_HEADER_TEXT)},
+                              required=False)
+CACHE_PARAM = {"name": CACHE_HEADER, "in": "header", "required": False,
+               "schema": {"enum": ["on", "off"]},
+               "description": "`on`: answer from the response cache when this user asked "
+                              "the same before, else keep the answer there; `off`: skip the "
+                              "cache even when the model uses it by default (`cache = "
+                              "true`). Chat calls with n > 1 are never cached."}
 CHAT_OK = {200: {
     "description": "The completion; with `stream: true` server-sent events of "
                    "`chat.completion.chunk` objects ending with `data: [DONE]`.",
-    "headers": {**REQUEST_ID, **headers(RATE_LIMIT_HEADERS, required=True)},
+    "headers": {**REQUEST_ID, **headers(RATE_LIMIT_HEADERS, required=True),
+                **CACHE_ANSWER_HEADER},
     "content": {"application/json": {"schema": ref("ChatCompletion")},
                 "text/event-stream": {"schema": STR}}}}
 ACCEPTED = {202: json_response(
@@ -265,10 +277,11 @@ TEXT = {"text/plain": {"schema": STR}, "application/openmetrics-text": {"schema"
 PATHS: dict[str, dict[str, Schema]] = {
     "/v1/chat/completions": {"post": operation(
         "chat", "Create a chat completion (plain or streamed)", CHAT_OK, errors=UPSTREAM,
-        body=ref("ChatCompletionRequest"))},
+        body=ref("ChatCompletionRequest"), parameters=[CACHE_PARAM])},
     "/v1/embeddings": {"post": operation(
-        "embeddings", "Create embeddings", ok(EMBEDDINGS, extra_headers=headers(
-            RATE_LIMIT_HEADERS, required=True)), errors=UPSTREAM, body=EMBEDDINGS_REQUEST)},
+        "embeddings", "Create embeddings", ok(EMBEDDINGS, extra_headers={
+            **headers(RATE_LIMIT_HEADERS, required=True), **CACHE_ANSWER_HEADER}),
+        errors=UPSTREAM, body=EMBEDDINGS_REQUEST, parameters=[CACHE_PARAM])},
     "/v1/models": {"get": operation("chat", "The models the caller's plan allows",
                                     ok(list_of("Model")))},
     "/v1/models/{model}": {"get": operation(

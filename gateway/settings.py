@@ -72,7 +72,12 @@ class RouteTarget(BaseModel):
 class ModelRoute(BaseModel):
     """A public model name served by ``provider`` as ``upstream``, or balanced over
     ``targets``; ``fallbacks`` (and ``context_fallbacks``, for prompts too long for it)
-    are other public model names tried in order when it fails."""
+    are other public model names tried in order when it fails.
+
+    ``cache`` answers its chat calls from the response cache (gateway/cache/) by default,
+    for ``cache_ttl_seconds`` (default: ``GATEWAY_CACHE_TTL_SECONDS``). A model served
+    through a provider's ``models`` map gets them from a ``[models.<name>]`` entry that
+    carries nothing else (no provider, upstream or targets): an overlay."""
 
     provider: str | None = None
     upstream: str | None = None
@@ -81,19 +86,33 @@ class ModelRoute(BaseModel):
     fallbacks: list[str] = []
     context_fallbacks: list[str] = []
     aliases: list[str] = []
+    cache: bool = False
+    cache_ttl_seconds: float | None = Field(None, gt=0, le=365 * 86_400, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _one_way(self) -> ModelRoute:
         single = self.provider is not None or self.upstream is not None
         if single and self.targets:
             raise ValueError("give either provider and upstream, or targets, not both")
+        if self.is_overlay:
+            if self.model_fields_set - {"cache", "cache_ttl_seconds"}:
+                raise ValueError("a route needs provider and upstream (or targets); only "
+                                 "cache and cache_ttl_seconds may be set without them")
+            return self
         if not self.targets and (self.provider is None or self.upstream is None):
             raise ValueError("a route needs provider and upstream (or targets)")
         return self
 
+    @property
+    def is_overlay(self) -> bool:
+        """Only cache settings, for a model some provider's ``models`` map serves."""
+        return self.provider is None and self.upstream is None and not self.targets
+
     def target_list(self) -> list[RouteTarget]:
         if self.targets:
             return list(self.targets)
+        if self.is_overlay:
+            return []
         assert self.provider is not None and self.upstream is not None
         return [RouteTarget(provider=self.provider, upstream=self.upstream)]
 
@@ -206,6 +225,10 @@ class Settings(BaseSettings):
     # workers here, so that the limiter choice knows it is one of several.
     workers: int = Field(1, ge=1)
     default_max_tokens_estimate: int = Field(1024, ge=1)
+    # The response cache (gateway/cache/): how long an answer is kept unless its model
+    # says otherwise, and the in-process cache's bound (used when REDIS_URL is not set).
+    cache_ttl_seconds: float = Field(3600.0, gt=0, le=365 * 86_400, allow_inf_nan=False)
+    cache_max_bytes: int = Field(64 * 1024 * 1024, ge=0)
 
     writer_queue_size: int = Field(10_000, ge=1)
     writer_batch_size: int = Field(2000, ge=1)
@@ -252,7 +275,12 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check(self) -> Settings:
         known = self._known_models()
+        mapped = self._mapped_models()
         for name, route in self.models.items():
+            if route.is_overlay and name not in mapped:
+                raise ValueError(f"models.{name}: a route needs provider and upstream (or "
+                                 "targets); cache settings alone only apply to a model a "
+                                 "provider's models map serves")
             for target in route.target_list():
                 if (target.provider not in self.providers
                         and target.provider not in DEFAULT_PROVIDERS):
@@ -290,9 +318,14 @@ class Settings(BaseSettings):
 
     def _known_models(self) -> set[str]:
         """Every public model name the configuration can give (enabled or not)."""
-        names = {DEMO_MODEL, DEMO_EMBED_MODEL, *self.models}
+        names = {*self._mapped_models(), *self.models}
         for route in self.models.values():
             names.update(route.aliases)
+        return names
+
+    def _mapped_models(self) -> set[str]:
+        """The public names the providers' ``models`` maps give (enabled or not)."""
+        names = {DEMO_MODEL, DEMO_EMBED_MODEL}
         for spec in (*DEFAULT_PROVIDERS.values(), *self.providers.values()):
             models = spec["models"] if isinstance(spec, dict) else spec.models
             names.update(models)
@@ -356,6 +389,11 @@ class Settings(BaseSettings):
             for public, upstream in spec.model_map().items():
                 routes[public] = ModelRoute(provider=pname, upstream=upstream)
         for public, route in self.models.items():
+            if route.is_overlay:  # cache settings for a mapped model, if it is enabled
+                if public in routes:
+                    routes[public] = routes[public].model_copy(update={
+                        "cache": route.cache, "cache_ttl_seconds": route.cache_ttl_seconds})
+                continue
             # A balanced route keeps the targets whose provider is enabled (has its key).
             targets = [t for t in route.target_list() if t.provider in providers]
             if len(targets) == len(route.target_list()):

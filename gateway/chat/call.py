@@ -16,6 +16,8 @@ from dataclasses import replace
 from typing import Any
 
 from gateway.auth.principal import Principal
+from gateway.cache import HEADER as CACHE_HEADER
+from gateway.cache import CachedAnswer, CacheSlot, ResponseCache
 from gateway.call import ATTEMPTS_HEADER, SERVED_BY_HEADER, Call, CallServices, new_record
 from gateway.catalog import Route
 from gateway.chat.request import ParsedChat
@@ -64,8 +66,34 @@ class ChatCall(Call):
         self.transcript = Transcript()
         self._stream: AsyncIterator[Chunk] | None = None
         self._sse = False  # an SSE answer in progress, in gateway_streams_in_flight
+        # The response cache, when it applies: the answer found (a hit), or the chunks
+        # kept to store once the call completes (a miss).
+        self._cache: ResponseCache | None = None
+        self._slot: CacheSlot | None = None
+        self._cached: CachedAnswer | None = None
+        self._kept: list[Chunk] | None = None
+
+    async def use_cache(self, cache: ResponseCache, slot: CacheSlot) -> None:
+        """Look the call up before admission: a hit is answered from ``cache`` without
+        the upstream (and reserves no tokens); a miss keeps its answer there when it
+        completes."""
+        self._cache, self._slot = cache, slot
+        self._cached = await cache.get(slot)
+        if self._cached is None:
+            self._kept = []
+            return
+        record = self.record
+        record.cached = True
+        record.provider, record.upstream_model = self._cached.provider, self._cached.upstream
+
+    async def admit(self) -> None:
+        await super().admit()
+        if self._slot is not None:
+            self.headers[CACHE_HEADER] = "hit" if self._cached is not None else "miss"
 
     def _estimate(self) -> int:
+        if self._cached is not None:
+            return 0  # a hit counts as a request, never against the plan's tokens
         max_tokens = self.parsed.max_tokens or self.svc.default_max_tokens
         prompt = self.svc.tokens.estimate_messages(self.parsed.request.messages)
         return prompt + max_tokens * self.parsed.n
@@ -77,6 +105,14 @@ class ChatCall(Call):
         if self._store is None:  # v1: an SSE answer (a legacy job streams to its row)
             self._sse = True
             self.svc.metrics.streams.inc()
+        if self._cached is not None:
+            self._stream = _replay(self._cached.chunks)
+            first = await anext(self._stream, None)
+            if first is None:
+                self._settle()
+            else:
+                self._note(first)
+            return first
 
         async def first_chunk(target: Deployment) -> tuple[AsyncIterator[Chunk], Chunk | None]:
             stream = self._stream_on(target, ctx)
@@ -97,9 +133,12 @@ class ChatCall(Call):
 
         Cheaper than collecting a stream: one body, one parse, no per-event work.
         """
-        ctx = self._context()
-        chunks = await self._route(lambda target: self._complete_on(target, ctx),
-                                   needs_n=self.parsed.n > 1)
+        if self._cached is not None:
+            chunks = self._cached.chunks
+        else:
+            ctx = self._context()
+            chunks = await self._route(lambda target: self._complete_on(target, ctx),
+                                       needs_n=self.parsed.n > 1)
         for chunk in chunks:
             self._note(chunk)
         self._settle()
@@ -136,6 +175,8 @@ class ChatCall(Call):
 
     def _note(self, chunk: Chunk) -> None:
         self.transcript.add(chunk)
+        if self._kept is not None:
+            self._kept.append(chunk)
         if self._ttft is None and isinstance(chunk, TextDelta | ToolCallDelta):
             self._ttft = time.perf_counter() - self._t0
 
@@ -158,13 +199,31 @@ class ChatCall(Call):
             self.svc.metrics.streams.dec()
 
     def _first_token_seconds(self) -> float | None:
-        return self._ttft if self._stream is not None else None
+        return self._ttft if self._stream is not None and self._cached is None else None
+
+    async def finish(self) -> None:
+        """``Call.finish``; then a miss that completed keeps its answer in the cache. Not
+        before: a failed, cancelled or cut-off answer is never kept."""
+        if self._finished:
+            return
+        await super().finish()
+        if (self._kept is not None and self._status == "completed"
+                and self._cache is not None and self._slot is not None):
+            await self._cache.put(self._slot, CachedAnswer(
+                self._kept, provider=self.record.provider,
+                upstream=self.record.upstream_model))
 
     def _describe(self, record: CallRecord) -> None:
         transcript = self.transcript
         record.response = transcript.text()
         record.tool_calls = transcript.tool_calls() or None
         record.finish_reason = transcript.finish_reason()
+
+
+async def _replay(chunks: list[Chunk]) -> AsyncIterator[Chunk]:
+    """A cached answer's chunks as the stream a live upstream would have been."""
+    for chunk in chunks:
+        yield chunk
 
 
 __all__ = ["ATTEMPTS_HEADER", "SERVED_BY_HEADER", "APIError", "CallServices", "ChatCall",

@@ -12,6 +12,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gateway.answering import WATCH_AFTER, finish_before_tail, gone
+from gateway.cache import HEADER as CACHE_HEADER
 from gateway.chat.call import ChatCall
 from gateway.chat.encode import DONE, ChunkEncoder, usage_body
 from gateway.chat.request import parse_chat
@@ -41,6 +42,14 @@ async def chat_completions(request: Request) -> Response | EventStreamResponse:
                     request_id=rid)
     if conversation is not None:
         call.record.conversation_id = conversation_id
+    # The response cache costs a call that does not use it one header lookup and one
+    # attribute read; a call that does is looked up before admission (a hit reserves no
+    # tokens).
+    cache = request.headers.get(CACHE_HEADER)
+    if cache is not None or route.cache:
+        slot = state.cache.slot(cache, route, principal.user_id, parsed)
+        if slot is not None:
+            await call.use_cache(state.cache, slot)
     await call.admit()
     completion_id = "chatcmpl-" + rid.removeprefix("req_")
     created = int(time.time())

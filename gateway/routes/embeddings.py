@@ -7,6 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.answering import WATCH_AFTER, gone
+from gateway.cache import HEADER as CACHE_HEADER
 from gateway.embeddings.call import EmbeddingCall
 from gateway.embeddings.encode import embeddings_body
 from gateway.embeddings.request import parse_embeddings
@@ -27,6 +28,11 @@ async def create_embeddings(request: Request) -> Response:
                       code="model_not_embeddings")
     call = EmbeddingCall(state.call_services, principal, route, req,
                          request_id=request_id(request))
+    cache = request.headers.get(CACHE_HEADER)
+    if cache is not None or route.cache:
+        slot = state.cache.embeddings_slot(cache, route, principal.user_id, req)
+        if slot is not None:
+            await call.use_cache(state.cache, slot)
     await call.admit()
     # A client leaving cancels the upstream call and frees its slot, as for chat.
     with CancelOnDisconnect(request.scope, request.receive, after=WATCH_AFTER) as watch:
