@@ -195,8 +195,10 @@ class Call(ABC):
         if self.usage is None:
             self.usage = self._count()
         usage = self.usage
-        self.record.cost_usd = 0.0 if self.record.cached else self.svc.prices.cost(self.model,
-                                                                                   usage)
+        # No upstream answered (every target refused, or the client left first): nothing was
+        # billed, so an estimate of the prompt must not be priced either.
+        billed = self.served is not None and not self.record.cached
+        self.record.cost_usd = self.svc.prices.cost(self.model, usage) if billed else 0.0
         # Counted once, at the end: nothing per streamed event.
         self.svc.metrics.call(self.model, usage, self._first_token_seconds())
         if self._lease is not None:
