@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from providers.base import Usage
 
 MILLION = 1_000_000
+# Money in answers is rounded to this many decimal places: a hundred-millionth of a dollar
+# is below any list price's resolution for one token, and it hides float sums' noise.
+USD_PLACES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,11 @@ class PriceTable:
         """``usage``'s cost in USD at ``model``'s price; 0 for an unpriced model."""
         price = self._prices.get(model)
         return price.cost(usage) if price is not None else 0.0
+
+
+def usd(amount: float) -> float:
+    """An amount of USD as answers show it (rounded to ``USD_PLACES``)."""
+    return round(amount, USD_PLACES) + 0.0  # + 0.0: never a "-0.0"
 
 
 def price_table(configured: dict[str, Price]) -> PriceTable:
