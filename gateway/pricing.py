@@ -38,8 +38,9 @@ class Price:
                 + usage.completion_tokens * self.output_per_million) / MILLION
 
 
-# The built-in models' list prices (see the README's "Prices" for the date they were taken
-# and their sources); the offline demo models are free.
+# The built-in models' list prices, taken 2026-11-30 from OpenAI's, Anthropic's and
+# Together's pricing pages (the README's "Prices" names the upstream models and sources);
+# the offline demo models are free.
 DEFAULT_PRICES: dict[str, Price] = {
     "gateway-demo": Price(0.0, 0.0),
     "gateway-demo-embed": Price(0.0, 0.0),
