@@ -195,10 +195,12 @@ class Call(ABC):
         if self.usage is None:
             self.usage = self._count()
         usage = self.usage
-        self.record.cost_usd = 0.0 if self.record.cached else self.svc.prices.cost(self.model,
-                                                                                   usage)
-        # Counted once, at the end: nothing per streamed event. A cached answer (a hit of
-        # the response cache) used no model: no tokens in the metrics nor against the plan.
+        # No upstream answered (every target refused, the client left first, or a hit of
+        # the response cache): nothing was billed, so no estimate is priced either.
+        billed = self.served is not None and not self.record.cached
+        self.record.cost_usd = self.svc.prices.cost(self.model, usage) if billed else 0.0
+        # Counted once, at the end: nothing per streamed event. A cached answer used no
+        # model: no tokens in the metrics nor against the plan.
         if not self.record.cached:
             self.svc.metrics.call(self.model, usage, self._first_token_seconds())
         if self._lease is not None:

@@ -146,10 +146,13 @@ LEGACY_REQUEST = obj({"model": {"type": "string", "minLength": 1}}, {
     "messages": array(MESSAGE, minItems=1),
     "parameters": obj({}, {**SAMPLING, "maxTokens": null(TOKENS), "topP": SAMPLING["top_p"]},
                       closed=True)}, closed=True)
+# Money: USD at the price of the model that answered, rounded to 8 decimal places.
+USD = {"type": "number", "minimum": 0}
 HISTORY_ITEM = {"id": ID, "object": {"const": "inference"}, "source": {"enum": list(SOURCES)},
                 "model": STR, "status": JOB_STATUS, **TIMINGS, "usage": JOB_USAGE,
                 "finish_reason": null(STR), "error": null(STR), "attempts": null(INT),
-                "served_by": null(STR), "conversation_id": null(ID)}
+                "served_by": null(STR), "conversation_id": null(ID), "cost_usd": USD,
+                "cached": BOOL}
 SUMMARY = obj({**HISTORY_ITEM, "prompt_preview": null(STR), "response_preview": null(STR)})
 DETAIL = obj({**HISTORY_ITEM, "request_id": null(STR), "messages": array(OBJ),
               "parameters": null(OBJ), "prompt": null(STR), "response": null(STR),
@@ -157,7 +160,7 @@ DETAIL = obj({**HISTORY_ITEM, "request_id": null(STR), "messages": array(OBJ),
 COUNTS = {"requests": INT, "succeeded": INT, "failed": INT, "cancelled": INT,
           "success_rate": null(NUM), "avg_response_time_ms": null(INT),
           "avg_time_to_first_token_ms": null(INT), "prompt_tokens": INT,
-          "completion_tokens": INT, "total_tokens": INT}
+          "completion_tokens": INT, "total_tokens": INT, "cost_usd": USD}
 DATE = {"type": "string", "format": "date"}
 CONVERSATION_SETTINGS = {
     "system_prompt": null({"type": "string", "maxLength": MAX_SYSTEM_PROMPT_CHARS}),
@@ -238,8 +241,9 @@ STATS_QUERY = [
 ]
 STATS = obj({"object": {"const": "usage"}, "from": DATE, "to": DATE,
              "timezone": {"const": "UTC"}, "totals": obj(COUNTS),
-             "by_model": array(obj({"model": STR, **COUNTS})),
-             "by_day": array(obj({"day": DATE, **COUNTS}))})
+             "by_model": array(obj({"model": STR, **COUNTS, "priced": BOOL})),
+             "by_day": array(obj({"day": DATE, **COUNTS})),
+             "unpriced_models": array(STR)})
 KEYS = ("Keys need a signed-in session: the token of POST /auth/login, not an API key.")
 CACHE_HEADER_TEXT = ("`hit` (answered from the response cache: no upstream call, cost 0) "
                      "or `miss`; only when the cache applied to the call.")

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from providers.base import Usage
 
 MILLION = 1_000_000
+# Money in answers is rounded to this many decimal places: a hundred-millionth of a dollar
+# is below any list price's resolution for one token, and it hides float sums' noise.
+USD_PLACES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +38,9 @@ class Price:
                 + usage.completion_tokens * self.output_per_million) / MILLION
 
 
-# The built-in models' list prices (see the README's "Prices" for the date they were taken
-# and their sources); the offline demo models are free.
+# The built-in models' list prices, taken 2026-11-30 from OpenAI's, Anthropic's and
+# Together's pricing pages (the README's "Prices" names the upstream models and sources);
+# the offline demo models are free.
 DEFAULT_PRICES: dict[str, Price] = {
     "gateway-demo": Price(0.0, 0.0),
     "gateway-demo-embed": Price(0.0, 0.0),
@@ -68,6 +72,11 @@ class PriceTable:
         """``usage``'s cost in USD at ``model``'s price; 0 for an unpriced model."""
         price = self._prices.get(model)
         return price.cost(usage) if price is not None else 0.0
+
+
+def usd(amount: float) -> float:
+    """An amount of USD as answers show it (rounded to ``USD_PLACES``)."""
+    return round(amount, USD_PLACES) + 0.0  # + 0.0: never a "-0.0"
 
 
 def price_table(configured: dict[str, Price]) -> PriceTable:

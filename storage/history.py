@@ -27,10 +27,11 @@ SUMMARY_COLUMNS = (T.c.id, T.c.conversation_id, T.c.source, T.c.model, T.c.statu
                    T.c.created_at, T.c.started_at, T.c.completed_at, T.c.prompt_tokens,
                    T.c.completion_tokens, T.c.total_tokens,
                    T.c.tokens_estimated, T.c.processing_time_ms, T.c.time_to_first_token_ms,
-                   T.c.finish_reason, T.c.error, T.c.attempts, T.c.served_by)
+                   T.c.finish_reason, T.c.error, T.c.attempts, T.c.served_by, T.c.cost_usd,
+                   T.c.cached)
 USAGE_COUNTERS = ("requests", "succeeded", "failed", "cancelled", "prompt_tokens",
                   "completion_tokens", "processing_time_ms", "time_to_first_token_ms",
-                  "ttft_samples")
+                  "ttft_samples", "cost_usd")
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,7 @@ CLAIM_TRIES = 5
 _RESULT_COLUMNS = ("provider", "upstream_model", "response", "tool_calls", "finish_reason",
                    "prompt_tokens", "completion_tokens", "total_tokens", "tokens_estimated",
                    "processing_time_ms", "time_to_first_token_ms", "error", "served_by",
-                   "upstream_attempts")
+                   "upstream_attempts", "cost_usd", "cached")
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,7 +101,8 @@ def unfinished_row(started: dict[str, Any]) -> dict[str, Any]:
             "tool_calls": None, "finish_reason": None, "status": "failed", "prompt_tokens": 0,
             "completion_tokens": 0, "total_tokens": 0, "tokens_estimated": False,
             "processing_time_ms": None, "time_to_first_token_ms": None, "error": STOPPED,
-            "attempts": 1, "started_at": at, "completed_at": None, "updated_at": at}
+            "attempts": 1, "cost_usd": 0.0, "cached": False, "started_at": at,
+            "completed_at": None, "updated_at": at}
 
 
 class Spool:

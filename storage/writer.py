@@ -37,7 +37,7 @@ STATEMENT_ROWS = 16
 
 _USAGE_COUNTERS = ("requests", "succeeded", "failed", "cancelled", "prompt_tokens",
                    "completion_tokens", "processing_time_ms", "time_to_first_token_ms",
-                   "ttft_samples")
+                   "ttft_samples", "cost_usd")
 
 
 @dataclass
@@ -360,7 +360,7 @@ def _insert(dialect: str, table: Any) -> Any:
 
 
 def usage_upsert(dialect: str, user_id: Any, day: Any, model: str,
-                 counts: dict[str, int]) -> Any:
+                 counts: dict[str, float]) -> Any:
     """One ``INSERT … ON CONFLICT DO UPDATE`` adding ``counts`` to a usage_daily row."""
     table = UsageDaily.__table__
     stmt = _insert(dialect, table).values(user_id=user_id, day=day, model=model, **counts)
@@ -371,7 +371,8 @@ def usage_upsert(dialect: str, user_id: Any, day: Any, model: str,
 
 def usage_upserts(dialect: str, rows: list[dict[str, Any]]) -> list[Any]:
     """Upserts adding finished request rows to their users' daily usage counters."""
-    totals: dict[tuple, dict[str, int]] = defaultdict(lambda: dict.fromkeys(_USAGE_COUNTERS, 0))
+    totals: dict[tuple, dict[str, float]] = defaultdict(
+        lambda: dict.fromkeys(_USAGE_COUNTERS, 0))
     for row in rows:
         t = totals[(row["user_id"], row["created_at"].date(), row["model"])]
         t["requests"] += 1
@@ -385,5 +386,6 @@ def usage_upserts(dialect: str, rows: list[dict[str, Any]]) -> list[Any]:
         if row.get("time_to_first_token_ms") is not None:
             t["time_to_first_token_ms"] += row["time_to_first_token_ms"]
             t["ttft_samples"] += 1
+        t["cost_usd"] += row.get("cost_usd") or 0.0
     return [usage_upsert(dialect, user_id, day, model, counts)
             for (user_id, day, model), counts in totals.items()]

@@ -18,6 +18,7 @@ from starlette.routing import Route
 from gateway.audit import audit
 from gateway.errors import invalid, not_found
 from gateway.http import JSONResponse, aware, choices_param, int_param, text_param
+from gateway.pricing import PriceTable, usd
 from storage.history import USAGE_COUNTERS, HistoryFilter
 
 STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
@@ -51,7 +52,8 @@ def summary_view(row: Any) -> dict[str, Any]:
             "usage": usage_view(row), "processing_time_ms": row.processing_time_ms,
             "time_to_first_token_ms": row.time_to_first_token_ms,
             "finish_reason": row.finish_reason, "error": row.error, "attempts": row.attempts,
-            "served_by": row.served_by, "conversation_id": _id(row.conversation_id)}
+            "served_by": row.served_by, "conversation_id": _id(row.conversation_id),
+            "cost_usd": usd(row.cost_usd), "cached": row.cached}
 
 
 def detail_view(row: Any) -> dict[str, Any]:
@@ -66,7 +68,8 @@ def detail_view(row: Any) -> dict[str, Any]:
             "time_to_first_token_ms": row.time_to_first_token_ms, "error": row.error,
             "attempts": row.attempts, "served_by": row.served_by,
             "upstream_attempts": row.upstream_attempts,
-            "conversation_id": _id(row.conversation_id)}
+            "conversation_id": _id(row.conversation_id), "cost_usd": usd(row.cost_usd),
+            "cached": row.cached}
 
 
 def _id(value: uuid.UUID | None) -> str | None:
@@ -174,7 +177,7 @@ async def delete_item(request: Request) -> JSONResponse:
     return JSONResponse({"id": str(item_id), "object": "inference", "deleted": True})
 
 
-def summarise(counts: dict[str, int]) -> dict[str, Any]:
+def summarise(counts: dict[str, Any]) -> dict[str, Any]:
     """The stats card's numbers from summed usage_daily counters."""
     requests, ok, failed = counts["requests"], counts["succeeded"], counts["failed"]
     samples = counts["ttft_samples"]
@@ -190,6 +193,7 @@ def summarise(counts: dict[str, int]) -> dict[str, Any]:
         "prompt_tokens": counts["prompt_tokens"],
         "completion_tokens": counts["completion_tokens"],
         "total_tokens": counts["prompt_tokens"] + counts["completion_tokens"],
+        "cost_usd": usd(counts["cost_usd"]),
     }
 
 
@@ -235,12 +239,17 @@ async def stats(request: Request) -> JSONResponse:
             model[name] += row[name]
             day[name] += row[name]
     days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    prices: PriceTable = state.call_services.prices
+    models = sorted(by_model.items(), key=lambda kv: (-kv[1]["requests"], kv[0]))
     return JSONResponse({
         "object": "usage", "from": first.isoformat(), "to": last.isoformat(), "timezone": "UTC",
         "totals": summarise(total),
-        "by_model": [{"model": name, **summarise(c)} for name, c in
-                     sorted(by_model.items(), key=lambda kv: (-kv[1]["requests"], kv[0]))],
+        # Priced by today's table: a model without a price cost 0, and the totals say
+        # nothing about it, so the answer names it.
+        "by_model": [{"model": name, **summarise(c), "priced": prices.priced(name)}
+                     for name, c in models],
         "by_day": [{"day": d.isoformat(), **summarise(by_day.get(d, zero))} for d in days],
+        "unpriced_models": sorted(name for name in by_model if not prices.priced(name)),
     })
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import pytest
 import sqlalchemy as sa
 
 from storage.models import AuditLog, InferenceRequest, UsageDaily, utcnow
@@ -191,3 +192,38 @@ def test_a_process_killed_right_after_answering_keeps_every_answered_call(
         assert answers == sorted([plain.choices[0].message.content, streamed])
     finally:
         again.stop()
+
+
+def test_replay_keeps_each_call_cost_and_counts_it_once(gateway: GatewayServer,
+                                                        tmp_path: Path) -> None:
+    """A spooled row's cost survives the JSON of the spool, is stored as it was, and
+    reaches usage_daily once however often the spool is replayed; a call the dead process
+    never finished cost nothing that is known."""
+    user_id = uuid.UUID(register(gateway.url).user_id)
+    engine = gateway.state.engine
+    rows = [_values(user_id, i) for i in (1, 2)]
+    rows[0]["cost_usd"], rows[1]["cost_usd"] = 0.000377125, 1.5e-07
+    unfinished = _values(user_id, 3)
+    spool_dir = tmp_path / "spool"
+    _spool_rows(spool_dir, [("request", rows[0]), ("request", rows[1]),
+                            ("started", _started(unfinished))])
+    backup = tmp_path / "backup"
+    shutil.copytree(spool_dir, backup)
+
+    async def scenario() -> tuple[dict, list[float]]:
+        spent = []
+        for _ in range(2):
+            await RequestWriter(engine, spool=Spool(spool_dir)).replay()
+            shutil.copytree(backup, spool_dir, dirs_exist_ok=True)
+            async with engine.connect() as conn:
+                spent.append(await conn.scalar(sa.select(sa.func.sum(UsageDaily.cost_usd))
+                                               .where(UsageDaily.user_id == user_id)))
+        async with engine.connect() as conn:
+            costs = {r.id: (r.cost_usd, r.cached) for r in await conn.execute(
+                sa.select(InferenceRequest).where(InferenceRequest.user_id == user_id))}
+        return costs, spent
+
+    costs, spent = gateway.run(scenario())
+    assert costs == {rows[0]["id"]: (0.000377125, False), rows[1]["id"]: (1.5e-07, False),
+                     unfinished["id"]: (0.0, False)}
+    assert spent == [pytest.approx(0.000377275, rel=1e-12)] * 2

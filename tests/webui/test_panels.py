@@ -8,8 +8,9 @@ import re
 import httpx
 import pytest
 
-from tests.servers import GatewayServer, wait_for
+from tests.servers import FakeUpstream, GatewayServer, Reply, wait_for
 from tests.webui.chat_page import ChatPage
+from tests.webui.conftest import UPSTREAM_MODEL
 
 pytestmark = pytest.mark.browser
 expect = pytest.importorskip("playwright.sync_api", reason="needs playwright").expect
@@ -125,12 +126,73 @@ def test_usage_dialog_shows_plan_budget_and_stats(ui: ChatPage,
     assert numbers["Requests"] == "1", numbers
     assert numbers["Success rate"] == "100%"
     assert numbers["Prompt tokens"] != "—" and numbers["Avg response time"].endswith("s")
-    by_model = stats.locator("table tbody tr")
+    by_model = stats.locator("table:not(.spend-by-day) tbody tr")
     assert by_model.count() == 1
-    assert by_model.first.locator("td").all_text_contents()[:3] == ["gateway-demo", "1", f"{total}"]
+    # The demo model is free: its cost is $0.00, and it is priced (not marked).
+    assert by_model.first.locator("td").all_text_contents()[:4] == [
+        "gateway-demo", "1", f"{total}", "$0.00"]
+    assert numbers["Cost"] == "$0.00"
     assert stats.locator(".bar").count() == 30
+    assert stats.locator(".unpriced-note").count() == 0
     dialog.get_by_role("button", name="Close").click()
     assert not page.locator("#usage-dialog").evaluate("d => d.open")
+
+
+@pytest.mark.usefixtures("endpoints")
+def test_usage_dialog_shows_spend(ui: ChatPage, webui_gateway: GatewayServer,
+                                  webui_upstream: FakeUpstream) -> None:
+    """What the calls cost: the total, per model beside its tokens, per day; a model the
+    gateway has no price for is marked instead of shown as free."""
+    page = ui.page
+    ui.open()
+    ui.sign_up()
+    webui_upstream.script(Reply.recording("openai_text.json"))
+    r = httpx.post(ui.base_url + "/v1/chat/completions", timeout=30,
+                   headers={"authorization": f"Bearer {ui.signup_key()}"},
+                   json={"model": UPSTREAM_MODEL, "messages": [{"role": "user", "content": "Hi"}]})
+    assert r.status_code == 200, r.text
+    api_call(ui, "and a free one")
+    webui_gateway.flush()
+    # gpt-4o-mini's list price: 141 uncached prompt tokens at $0.15, 1,920 cached at $0.075
+    # and 22 completion tokens at $0.60 per million.
+    usage = r.json()["usage"]
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (2061, 22)
+    stats = httpx.get(ui.base_url + "/stats", headers={"authorization": f"Bearer {ui.token}"})
+    assert stats.json()["totals"]["cost_usd"] == 0.00017835
+
+    page.get_by_role("button", name="Usage").click()
+    dialog = page.get_by_role("dialog", name="Usage")
+    card = dialog.locator("#usage-stats")
+    card.get_by_text("Cost", exact=True).first.wait_for()
+    assert definitions(card)["Cost"] == "$0.000178"
+    rows = {cells[0]: cells for cells in card.locator("table:not(.spend-by-day) tbody tr")
+            .evaluate_all("trs => trs.map(tr => [...tr.cells].map(td => td.textContent))")}
+    assert rows[UPSTREAM_MODEL][1:4] == ["1", "2,083", "$0.000178"]
+    assert rows["gateway-demo"][3] == "$0.00"
+    days = card.locator("table.spend-by-day tbody tr")
+    assert days.count() == 1
+    assert days.first.locator("td").all_text_contents()[1:] == [
+        "2", f"{2083 + int(rows['gateway-demo'][2].replace(',', '')):,}", "$0.000178"]
+    assert "$0.000178" in card.locator(".bar").last.get_attribute("title")
+    dialog.get_by_role("button", name="Close").click()
+
+    # A model without a price: the real /stats answer, as a gateway that had no price for
+    # gateway-demo would give it (priced false, named in unpriced_models).
+    def unpriced(route: object) -> None:
+        body = route.fetch().json()
+        for item in body["by_model"]:
+            if item["model"] == "gateway-demo":
+                item["priced"] = False
+        body["unpriced_models"] = ["gateway-demo"]
+        route.fulfill(json=body)
+
+    page.route(re.compile(r"/stats\?"), unpriced)
+    page.get_by_role("button", name="Usage").click()
+    note = card.locator(".unpriced-note")
+    note.wait_for()
+    assert note.text_content() == "Not in the cost: gateway-demo (no price set)."
+    cell = card.locator("tbody tr", has_text="gateway-demo").locator("td.unpriced")
+    assert cell.text_content() == "no price"
 
 
 def test_panels_hide_on_a_gateway_without_history_or_stats(ui: ChatPage) -> None:

@@ -1,9 +1,11 @@
 // The "Usage" dialog: plan limits (/auth/me), this minute's budget (/rate-limit), and
-// 30-day statistics (/stats). The last two are optional: their cards hide on 404.
+// 30-day statistics (/stats) with what they cost (spend.js). The last two are optional:
+// their cards hide on 404.
 // Field names are read defensively (several spellings) because those APIs are young.
 
 import { api, optionalApi } from "./api.js";
 import { $, h, ms, num, percent, say, shortDate } from "./dom.js";
+import { spendByDay, spendCell, spendTotal, unpricedNote, usd } from "./spend.js";
 
 const AVG_TIME = ["avg_response_time_ms", "avg_processing_time_ms", "avg_latency_ms"];
 
@@ -88,10 +90,11 @@ function renderLimits(body, rl) {
 
 function byModelTable(rows) {
   if (!Array.isArray(rows) || !rows.length) return null;
+  const costs = rows.some((r) => r && (r.cost_usd !== undefined || r.priced !== undefined));
+  const heads = ["Model", "Requests", "Tokens", ...(costs ? ["Cost"] : []), "Avg time"];
   return h("table", { class: "table" },
     h("caption", { class: "visually-hidden", text: "Requests by model" }),
-    h("thead", {}, h("tr", {}, ["Model", "Requests", "Tokens", "Avg time"].map(
-      (t) => h("th", { scope: "col", text: t })))),
+    h("thead", {}, h("tr", {}, heads.map((t) => h("th", { scope: "col", text: t })))),
     h("tbody", {}, rows.map((r) => {
       const tokens = pick(r, "total_tokens", "tokens")
         ?? ((Number(pick(r, "prompt_tokens")) || 0) + (Number(pick(r, "completion_tokens")) || 0));
@@ -99,20 +102,23 @@ function byModelTable(rows) {
         h("td", { text: String(pick(r, "model", "name") ?? "—") }),
         h("td", { text: num(pick(r, "requests", "total_requests", "count")) }),
         h("td", { text: num(tokens) }),
+        costs ? spendCell(r) : "",
         h("td", { text: ms(pick(r, ...AVG_TIME)) }));
     })));
 }
 
 function byDayBars(rows) {
   if (!Array.isArray(rows) || !rows.length) return null;
-  const days = rows.map((r) => ({ day: pick(r, "day", "date"),
+  const days = rows.map((r) => ({ day: pick(r, "day", "date"), cost: r.cost_usd,
     value: Number(pick(r, "requests", "total_requests", "count")) || 0 }));
   const max = Math.max(1, ...days.map((d) => d.value));
   const busiest = days.reduce((a, b) => (b.value > a.value ? b : a));
   const bars = h("div", { class: "bars", role: "img",
     "aria-label": `Requests per day; busiest ${shortDate(busiest.day)}: ${num(busiest.value)}.` },
   days.map((d) => {
-    const bar = h("div", { class: "bar", title: `${shortDate(d.day)}: ${num(d.value)} requests` });
+    const spent = d.cost === undefined ? "" : `, ${usd(d.cost)}`;
+    const bar = h("div", { class: "bar",
+      title: `${shortDate(d.day)}: ${num(d.value)} requests${spent}` });
     bar.style.height = `${Math.max(2, (d.value / max) * 100)}%`;
     return bar;
   }));
@@ -134,7 +140,9 @@ function renderStats(body, s) {
     ["Avg first token", ms(pick(totals, "avg_time_to_first_token_ms", "avg_ttft_ms"))],
     ["Prompt tokens", num(pick(totals, "prompt_tokens"))],
     ["Completion tokens", num(pick(totals, "completion_tokens"))],
-  ]), byModelTable(s.by_model) || "", byDayBars(s.by_day) || "");
+    spendTotal(s.totals),
+  ].filter(Boolean)), byModelTable(s.by_model) || "", unpricedNote(s) || "",
+  byDayBars(s.by_day) || "", spendByDay(s.by_day) || "");
 }
 
 /** The models this user can call: /v1/models (the plan's models that are served here). */
