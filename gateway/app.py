@@ -21,6 +21,7 @@ from gateway.auth.credentials import ApiKeyHasher, JwtCodec, PasswordHasher
 from gateway.auth.principal import Authenticator
 from gateway.auth.resets import PasswordResets
 from gateway.auth.throttle import AuthThrottle
+from gateway.budgets import stored_seeder
 from gateway.catalog import ModelCatalog
 from gateway.chat.call import ATTEMPTS_HEADER, SERVED_BY_HEADER, CallServices
 from gateway.datadir import ensure_secrets, prepare_data_dir
@@ -32,6 +33,7 @@ from gateway.middleware import Envelope, FastRoutes
 from gateway.observe import RequestObserver
 from gateway.pricing import Price, price_table
 from gateway.ratelimit import LeaseRenewer, build_limiter, choose_backend
+from gateway.ratelimit.spend import build_ledger
 from gateway.resilience.router import Router
 from gateway.routes import (
     accounts,
@@ -97,7 +99,7 @@ def create_app(settings: Settings, *,
                wall_clock: Callable[[], datetime] = utcnow) -> RequestObserver:
     """Build the ASGI app; ``upstream_transport`` replaces the upstream pool (bench, tests),
     ``clock`` the monotonic clock of the circuit breakers, ``wall_clock`` the time password
-    reset links are issued and checked at (tests)."""
+    reset links are issued and checked at and the budgets' periods are taken at (tests)."""
     settings = ensure_secrets(settings)
 
     @contextlib.asynccontextmanager
@@ -194,6 +196,11 @@ def create_app(settings: Settings, *,
                                            router=router,
                                            default_max_tokens=settings.default_max_tokens_estimate,
                                            metrics=state.metrics,
+                                           budgets=build_ledger(
+                                               choice.backend, seeder=stored_seeder(state.engine),
+                                               redis=state.redis, engine=state.engine,
+                                               fail_open=settings.rate_limit_fail_open,
+                                               clock=wall_clock),
                                            prices=price_table({
                                                name: Price(**spec.model_dump())
                                                for name, spec in settings.pricing.items()}))
