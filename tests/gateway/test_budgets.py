@@ -166,7 +166,10 @@ def test_the_official_client_sees_insufficient_quota(gateways: Gateways) -> None
     gw = gateways.start()
     key = budget_key(gw, enterprise(gw), budget_usd=0.01, budget_period="total")
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
-    client.chat.completions.create(model="gateway-demo", messages=HELLO)  # type: ignore[arg-type]
+    # A stream is settled before its last bytes: the very next call sees its cost.
+    stream = client.chat.completions.create(model="gateway-demo", messages=HELLO,  # type: ignore[arg-type]
+                                            stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     with pytest.raises(openai.RateLimitError) as caught:
         client.chat.completions.create(model="gateway-demo", messages=HELLO)  # type: ignore[arg-type]
     assert caught.value.code == "insufficient_quota"
