@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import httpx
 from starlette.applications import Starlette
@@ -32,7 +33,7 @@ from gateway.metrics import MULTIPROC_ENV, Metrics
 from gateway.middleware import Envelope, FastRoutes
 from gateway.observe import RequestObserver
 from gateway.pricing import Price, price_table
-from gateway.ratelimit import LeaseRenewer, build_limiter, choose_backend
+from gateway.ratelimit import LeaseRenewer, RateLimiter, build_limiter, choose_backend
 from gateway.ratelimit.spend import build_ledger
 from gateway.resilience.router import Router
 from gateway.routes import (
@@ -67,6 +68,9 @@ from storage.reads import ReadEngine
 from storage.spool import Spool
 from storage.writer import RequestWriter
 from webui import static_app
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger("gateway")
 # A replica that does not answer a new connection in this time is failed over to the
@@ -198,7 +202,8 @@ def create_app(settings: Settings, *,
                                            metrics=state.metrics,
                                            budgets=build_ledger(
                                                choice.backend, seeder=stored_seeder(state.engine),
-                                               redis=state.redis, engine=state.engine,
+                                               redis=limiter_client(state.limiter),
+                                               engine=state.engine,
                                                fail_open=settings.rate_limit_fail_open,
                                                clock=wall_clock),
                                            prices=price_table({
@@ -253,6 +258,15 @@ def create_app(settings: Settings, *,
     enveloped = Envelope(routed, max_body_bytes=settings.max_body_bytes,
                          trust_forwarded=settings.trust_forwarded)
     return RequestObserver(enveloped, state=app.state, fast=chat.FAST)
+
+
+def limiter_client(limiter: RateLimiter) -> Redis | None:
+    """The Redis limiter's connection pool, for the spend ledger on the same backend: one
+    pool, so a Redis restart noticed by either leaves no stale connection for the other
+    (the limiter's client never retries, fails fast, and a retried script could run twice)."""
+    from gateway.ratelimit.redis_backend import RedisRateLimiter
+
+    return limiter.client if isinstance(limiter, RedisRateLimiter) else None
 
 
 def cors_layer(app: ASGIApp, origins: list[str]) -> ASGIApp:
