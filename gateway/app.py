@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import httpx
 from starlette.applications import Starlette
@@ -21,6 +22,7 @@ from gateway.auth.credentials import ApiKeyHasher, JwtCodec, PasswordHasher
 from gateway.auth.principal import Authenticator
 from gateway.auth.resets import PasswordResets
 from gateway.auth.throttle import AuthThrottle
+from gateway.budgets import stored_seeder
 from gateway.cache import HEADER as CACHE_HEADER
 from gateway.cache import MemoryStore, RedisStore, ResponseCache
 from gateway.catalog import ModelCatalog
@@ -33,7 +35,8 @@ from gateway.metrics import MULTIPROC_ENV, Metrics
 from gateway.middleware import Envelope, FastRoutes
 from gateway.observe import RequestObserver
 from gateway.pricing import Price, price_table
-from gateway.ratelimit import LeaseRenewer, build_limiter, choose_backend
+from gateway.ratelimit import LeaseRenewer, RateLimiter, build_limiter, choose_backend
+from gateway.ratelimit.spend import build_ledger
 from gateway.resilience.router import Router
 from gateway.routes import (
     accounts,
@@ -68,6 +71,9 @@ from storage.spool import Spool
 from storage.writer import RequestWriter
 from webui import static_app
 
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
 log = logging.getLogger("gateway")
 # A replica that does not answer a new connection in this time is failed over to the
 # primary (storage/reads.py) rather than holding the read for asyncpg's 60 s default.
@@ -99,7 +105,7 @@ def create_app(settings: Settings, *,
                wall_clock: Callable[[], datetime] = utcnow) -> RequestObserver:
     """Build the ASGI app; ``upstream_transport`` replaces the upstream pool (bench, tests),
     ``clock`` the monotonic clock of the circuit breakers, ``wall_clock`` the time password
-    reset links are issued and checked at (tests)."""
+    reset links are issued and checked at and the budgets' periods are taken at (tests)."""
     settings = ensure_secrets(settings)
 
     @contextlib.asynccontextmanager
@@ -196,6 +202,12 @@ def create_app(settings: Settings, *,
                                            router=router,
                                            default_max_tokens=settings.default_max_tokens_estimate,
                                            metrics=state.metrics,
+                                           budgets=build_ledger(
+                                               choice.backend, seeder=stored_seeder(state.engine),
+                                               redis=limiter_client(state.limiter),
+                                               engine=state.engine,
+                                               fail_open=settings.rate_limit_fail_open,
+                                               clock=wall_clock),
                                            prices=price_table({
                                                name: Price(**spec.model_dump())
                                                for name, spec in settings.pricing.items()}))
@@ -254,6 +266,15 @@ def create_app(settings: Settings, *,
     enveloped = Envelope(routed, max_body_bytes=settings.max_body_bytes,
                          trust_forwarded=settings.trust_forwarded)
     return RequestObserver(enveloped, state=app.state, fast=chat.FAST)
+
+
+def limiter_client(limiter: RateLimiter) -> Redis | None:
+    """The Redis limiter's connection pool, for the spend ledger on the same backend: one
+    pool, so a Redis restart noticed by either leaves no stale connection for the other
+    (the limiter's client never retries, fails fast, and a retried script could run twice)."""
+    from gateway.ratelimit.redis_backend import RedisRateLimiter
+
+    return limiter.client if isinstance(limiter, RedisRateLimiter) else None
 
 
 def cors_layer(app: ASGIApp, origins: list[str]) -> ASGIApp:

@@ -20,14 +20,17 @@ from typing import TypeVar
 import anyio
 
 from gateway.auth.principal import Principal
+from gateway.budgets import budgets_for
+from gateway.budgets import refusal as budget_refusal
 from gateway.catalog import Route
-from gateway.errors import APIError, from_provider
+from gateway.errors import APIError, from_provider, limiter_unavailable, retry_headers
 from gateway.limits import limits_for, rate_limit_headers, rejection
 from gateway.metrics import Metrics
 from gateway.observe import note_call, note_model
 from gateway.pricing import PriceTable
 from gateway.ratelimit import LeaseRenewer
-from gateway.ratelimit.base import Lease, RateLimiter
+from gateway.ratelimit.base import UNAVAILABLE_RETRY_AFTER, Lease, RateLimiter
+from gateway.ratelimit.spend import Charge, SpendLedger, to_nano
 from gateway.resilience.balance import Deployment
 from gateway.resilience.router import Attempt, Router, Served
 from gateway.tokens import TokenCounter
@@ -55,6 +58,7 @@ class CallServices:
     default_max_tokens: int
     metrics: Metrics
     prices: PriceTable
+    budgets: SpendLedger
 
 
 class Call(ABC):
@@ -79,6 +83,7 @@ class Call(ABC):
         self._deadline = time.monotonic() + route.timeout
         self._ttft: float | None = None
         self._lease: Lease | None = None
+        self._charges: tuple[Charge, ...] = ()  # the budgets this call's cost goes to
         self._status = "cancelled"  # until the call knows better: a client that left
         self._error: str | None = None
         self._finished = False
@@ -115,7 +120,18 @@ class Call(ABC):
         return self.served.route.public
 
     async def admit(self) -> None:
-        """Take a rate-limit decision; raise the 429 (with headers) when refused."""
+        """Check the budgets, then take a rate-limit decision; raise the 429 (with headers)
+        when refused."""
+        budgets = budgets_for(self.principal)
+        if budgets:
+            # Read-only and first: a refusal here holds nothing that would need undoing.
+            check = await self.svc.budgets.check(budgets)
+            if check.unavailable:
+                raise limiter_unavailable(retry_headers(UNAVAILABLE_RETRY_AFTER))
+            if check.refused is not None:
+                self.svc.metrics.rate_limit("budget")
+                raise budget_refusal(check.refused, check.at or utcnow())
+            self._charges = check.charges
         decision = await self.svc.limiter.acquire(self.principal.subject,
                                                   limits_for(self.principal), self._estimate())
         self.headers = rate_limit_headers(decision)
@@ -203,6 +219,9 @@ class Call(ABC):
         # model: no tokens in the metrics nor against the plan.
         if not self.record.cached:
             self.svc.metrics.call(self.model, usage, self._first_token_seconds())
+        if self._charges and self.record.cost_usd > 0:
+            # Settled before the answer's last bytes: the caller's next call sees it.
+            await self.svc.budgets.settle(self._charges, to_nano(self.record.cost_usd))
         if self._lease is not None:
             self.svc.leases.drop(self._lease)
             await self.svc.limiter.release(self._lease,

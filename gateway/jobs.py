@@ -358,7 +358,9 @@ class JobRunner:
         try:
             await call.admit()
         except APIError as exc:
-            if exc.status in (429, 503):
+            # A spent budget is not a busy moment: the job fails rather than waiting for
+            # the period (maybe a month, or for ever) to end.
+            if exc.status in (429, 503) and exc.code != "insufficient_quota":
                 return Outcome("busy", retry_after=_retry_after(exc.headers))
             return Outcome("failed", error=exc.message)
         except asyncio.CancelledError:

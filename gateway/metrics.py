@@ -33,7 +33,7 @@ from providers.errors import ProviderError
 from storage.writer import RequestWriter
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-RATE_LIMITS = frozenset({"requests", "tokens", "concurrent"})
+RATE_LIMITS = frozenset({"requests", "tokens", "concurrent", "budget"})
 
 # Whole requests: from a 1 ms health check to a five-minute stream.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -172,7 +172,7 @@ class Metrics:
     # -- rarer events --------------------------------------------------------------------
 
     def rate_limit(self, limit: str) -> None:
-        """A call refused by the plan's ``limit`` (requests, tokens or concurrent)."""
+        """A call refused by the plan's ``limit`` (requests, tokens, concurrent or budget)."""
         if limit in RATE_LIMITS:
             self.rate_limited.labels(limit).inc()
 

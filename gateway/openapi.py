@@ -55,6 +55,7 @@ from gateway.openapi_build import (
     ref,
 )
 from gateway.openapi_messages import MESSAGES_PATHS
+from gateway.ratelimit.spend import DEFAULT_PERIOD, MAX_BUDGET_USD, PERIODS
 from gateway.routes.accounts import LIMIT_FIELDS
 from gateway.routes.conversations import MAX_LIMIT as MAX_CONVERSATIONS
 from gateway.routes.conversations import (
@@ -123,8 +124,19 @@ PLAN = obj({"name": STR, "price_monthly": NUM, "requests_per_minute": INT,
             "tokens_per_minute": INT, "concurrent_requests": INT, "features": OBJ})
 USER = obj({"id": {"type": "string", "format": "uuid"}, "email": STR,
             "subscription_tier": STR, "status": STR, "created_at": TIME})
-KEY_LIMITS = obj({}, {name: {"type": "integer", "minimum": 1} for name in LIMIT_FIELDS},
-                 closed=True)
+KEY_LIMITS = obj({}, {
+    **{name: {"type": "integer", "minimum": 1} for name in LIMIT_FIELDS},
+    "budget_usd": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_BUDGET_USD,
+                   "description": "The key's spend budget in USD per budget_period."},
+    "budget_period": {"enum": list(PERIODS), "default": DEFAULT_PERIOD,
+                      "description": "UTC calendar day or month, or total (never resets); "
+                                     "only with budget_usd."},
+}, closed=True)
+BUDGET = obj({"scope": {"enum": ["key", "plan"]},
+              "name": {**STR, "description": "The key's name, or the plan's."},
+              "period": {"enum": list(PERIODS)}, "budget_usd": NUM, "spent_usd": NUM,
+              "remaining_usd": NUM,
+              "resets_at": {**null(TIME), "description": "null for a total budget."}})
 API_KEY = obj({"id": {"type": "string", "format": "uuid"}, "name": STR, "masked": STR,
                "status": {"enum": ["active", "revoked"]}, "created_at": TIME,
                "last_used_at": null(TIME), "revoked_at": null(TIME), "limits": KEY_LIMITS})
@@ -388,6 +400,7 @@ PATHS: dict[str, dict[str, Schema]] = {
         ok(obj({"plan": STR, "limits": obj({f: INT for f in LIMIT_FIELDS}),
                 "requests": WINDOW, "tokens": WINDOW,
                 "concurrent": obj({"limit": INT, "in_use": INT}),
+                "budgets": array(BUDGET),
                 "models": obj({"available": array(STR), "not_in_plan": array(STR),
                                "chat": array(STR)})}),
            extra_headers=headers(RATE_LIMIT_HEADERS, required=True)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -72,7 +73,7 @@ class AccountRepository:
                 .order_by(ApiKey.created_at))).all())
 
     async def create_key(self, user_id: uuid.UUID, name: str, key_hash: str, prefix: str,
-                         suffix: str, limits: dict[str, int] | None = None) -> ApiKey:
+                         suffix: str, limits: dict[str, Any] | None = None) -> ApiKey:
         key = ApiKey(user_id=user_id, name=name, key_hash=key_hash, key_prefix=prefix,
                      key_suffix=suffix, **(limits or {}))
         async with self._sessions() as session:

@@ -18,6 +18,7 @@ from starlette.requests import HTTPConnection
 
 from gateway.auth.credentials import ApiKeyHasher, JwtCodec
 from gateway.errors import APIError, unauthorized
+from gateway.ratelimit.spend import DEFAULT_PERIOD
 from storage.accounts import AccountRepository
 from storage.models import SubscriptionPlan, User, utcnow
 
@@ -30,13 +31,16 @@ class Plan:
     concurrent_requests: int
     price_monthly: float
     features: dict[str, Any] = field(default_factory=dict)
+    monthly_budget_usd: float | None = None  # the whole user's spend per UTC month
 
     @classmethod
     def from_row(cls, row: SubscriptionPlan) -> Plan:
         return cls(name=row.name, requests_per_minute=row.requests_per_minute,
                    tokens_per_minute=row.tokens_per_minute,
                    concurrent_requests=row.concurrent_requests,
-                   price_monthly=float(row.price_monthly), features=dict(row.features or {}))
+                   price_monthly=float(row.price_monthly), features=dict(row.features or {}),
+                   monthly_budget_usd=(float(row.monthly_budget_usd)
+                                       if row.monthly_budget_usd is not None else None))
 
     def allows_model(self, model: str) -> bool:
         return any(fnmatch.fnmatchcase(model, pat) for pat in self.features.get("models", ["*"]))
@@ -51,6 +55,9 @@ class Principal:
     api_key_id: uuid.UUID | None = None
     key_limits: dict[str, int] = field(default_factory=dict)
     is_admin: bool = False
+    key_name: str | None = None
+    key_budget_usd: float | None = None  # the key's own budget, per key_budget_period
+    key_budget_period: str | None = None
 
     @property
     def subject(self) -> str:
@@ -66,9 +73,14 @@ def principal_from_rows(user: User, plan: SubscriptionPlan, via: str,
         for name in ("requests_per_minute", "tokens_per_minute", "concurrent_requests"):
             if getattr(key, name) is not None:
                 limits[name] = getattr(key, name)
+    budget = key.budget_usd if key is not None else None
     return Principal(user_id=user.id, email=user.email, plan=Plan.from_row(plan), via=via,
                      api_key_id=key.id if key is not None else None, key_limits=limits,
-                     is_admin=bool(user.is_admin))
+                     is_admin=bool(user.is_admin),
+                     key_name=key.name if key is not None else None,
+                     key_budget_usd=float(budget) if budget is not None else None,
+                     key_budget_period=(key.budget_period or DEFAULT_PERIOD
+                                        if budget is not None else None))
 
 
 def require_admin(principal: Principal) -> None:

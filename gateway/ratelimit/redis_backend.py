@@ -87,6 +87,12 @@ class RedisRateLimiter:
         return cls(client, owns_client=True, **kwargs)
 
     @property
+    def client(self) -> aioredis.Redis:
+        """The connection pool, shared with the spend ledger (gateway/ratelimit/spend_redis.py)
+        so that an outage either of them sees drops the stale connections of both."""
+        return self._client
+
+    @property
     def backend_errors(self) -> int:
         """Backend calls that failed (connection refused, timeout...)."""
         return self.guard.errors

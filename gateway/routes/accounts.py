@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 from typing import Any
 
@@ -15,6 +16,7 @@ from gateway.auth.credentials import mask_key
 from gateway.auth.principal import Principal
 from gateway.errors import APIError, invalid, not_found
 from gateway.http import JSONResponse, aware, client_ip, json_object
+from gateway.ratelimit.spend import DEFAULT_PERIOD, MAX_BUDGET_USD, PERIODS
 from storage.accounts import EmailTaken
 from storage.models import ApiKey, User
 
@@ -25,29 +27,53 @@ def user_view(user: User) -> dict[str, Any]:
 
 
 LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "concurrent_requests")
+BUDGET_FIELDS = ("budget_usd", "budget_period")
 
 
 def key_view(key: ApiKey) -> dict[str, Any]:
     return {"id": str(key.id), "name": key.name, "masked": mask_key(key.key_prefix, key.key_suffix),
             "status": key.status, "created_at": aware(key.created_at),
             "last_used_at": aware(key.last_used_at), "revoked_at": aware(key.revoked_at),
-            "limits": {f: getattr(key, f) for f in LIMIT_FIELDS if getattr(key, f) is not None}}
+            "limits": {f: getattr(key, f) for f in (*LIMIT_FIELDS, *BUDGET_FIELDS)
+                       if getattr(key, f) is not None}}
 
 
-def _key_limits(data: dict[str, Any]) -> dict[str, int]:
-    """Optional per-key limits; they can only tighten the plan's."""
+def _key_limits(data: dict[str, Any]) -> dict[str, Any]:
+    """Optional per-key limits (they can only tighten the plan's) and spend budget."""
     raw = data.get("limits") or {}
     if not isinstance(raw, dict):
         raise invalid("limits", "limits must be an object")
-    out = {}
+    out: dict[str, Any] = {}
     for name, value in raw.items():
+        if name in BUDGET_FIELDS:
+            continue
         if name not in LIMIT_FIELDS:
             raise invalid(f"limits.{name}", f"unknown limit {name!r}; use one of "
-                          + ", ".join(LIMIT_FIELDS))
+                          + ", ".join((*LIMIT_FIELDS, *BUDGET_FIELDS)))
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise invalid(f"limits.{name}", f"limits.{name} must be a positive integer")
         out[name] = value
-    return out
+    return {**out, **_key_budget(raw)}
+
+
+def _key_budget(raw: dict[str, Any]) -> dict[str, Any]:
+    """``budget_usd`` (a positive number of dollars) per ``budget_period`` (default month)."""
+    budget, period = raw.get("budget_usd"), raw.get("budget_period")
+    if budget is None:
+        if period is not None:
+            raise invalid("limits.budget_period", "limits.budget_period needs "
+                          "limits.budget_usd: a period without a budget limits nothing")
+        return {}
+    if (isinstance(budget, bool) or not isinstance(budget, int | float)
+            or not math.isfinite(budget) or budget <= 0 or budget > MAX_BUDGET_USD):
+        raise invalid("limits.budget_usd", f"limits.budget_usd must be a positive number "
+                      f"of US dollars, at most {MAX_BUDGET_USD:.0f}")
+    if period is None:
+        period = DEFAULT_PERIOD
+    if period not in PERIODS:
+        raise invalid("limits.budget_period", "limits.budget_period must be one of "
+                      + ", ".join(PERIODS))
+    return {"budget_usd": float(budget), "budget_period": period}
 
 
 def parse_email(data: dict[str, Any]) -> str:

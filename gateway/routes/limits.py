@@ -1,6 +1,7 @@
 """GET /rate-limit: the caller's plan, limits, current usage, in-flight calls, reset times,
-and which of the models served here the plan includes (so a client can say why a model it
-sees configured is not offered, instead of hiding it)."""
+each budget's spend in its period, and which of the models served here the plan includes
+(so a client can say why a model it sees configured is not offered, instead of hiding
+it)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from gateway.auth.principal import Principal
+from gateway.budgets import budget_view, budgets_for
 from gateway.catalog import ModelCatalog
 from gateway.errors import limiter_unavailable
 from gateway.http import JSONResponse
@@ -27,6 +29,7 @@ async def rate_limit(request: Request) -> JSONResponse:
     limits = limits_for(principal)
     try:
         status = await state.limiter.status(principal.subject, limits)
+        spends = await state.call_services.budgets.status(budgets_for(principal))
     except RateLimiterUnavailable:
         raise limiter_unavailable() from None
     headers = rate_limit_headers(Decision(
@@ -40,6 +43,7 @@ async def rate_limit(request: Request) -> JSONResponse:
         "requests": _window(status.requests),
         "tokens": _window(status.tokens),
         "concurrent": {"limit": status.concurrent_limit, "in_use": status.concurrent_in_use},
+        "budgets": [budget_view(spend) for spend in spends],
         "models": _models(state.catalog, principal),
     }, headers=headers)
 

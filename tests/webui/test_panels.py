@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -120,6 +121,17 @@ def test_usage_dialog_shows_plan_budget_and_stats(ui: ChatPage,
     text = limits.text_content()
     assert re.search(r"Requests\s*1?\d of 20 left · resets in \d+ s", text), text
     assert re.search(r"Concurrent requests\s*\d of 2 in use", text), text
+    # The free plan's monthly budget for the whole user, from /rate-limit's "budgets" (the
+    # demo model is free: nothing spent yet).
+    budgets = dialog.locator("#usage-budgets")
+    budgets.wait_for()
+    text = budgets.text_content()
+    assert "free plan · monthly" in text, text
+    assert "$0.00 of $1.00 spent · $1.00 left · resets " in text, text
+    now = datetime.now(UTC)
+    month_end = (datetime(now.year, now.month, 1, tzinfo=UTC) + timedelta(days=32)).replace(day=1)
+    assert (budgets.locator("time.budget-reset").get_attribute("datetime")
+            == month_end.strftime("%Y-%m-%dT%H:%M:%SZ"))
     stats = dialog.locator("#usage-stats")
     stats.wait_for()
     numbers = definitions(stats)
@@ -212,5 +224,6 @@ def test_panels_hide_on_a_gateway_without_history_or_stats(ui: ChatPage) -> None
     dialog = page.get_by_role("dialog", name="Usage")
     dialog.locator("#usage-plan").get_by_text("Requests / minute").wait_for()
     assert dialog.locator("#usage-limits").is_hidden()
+    assert dialog.locator("#usage-budgets").is_hidden()
     assert dialog.locator("#usage-stats").is_hidden()
     assert dialog.locator("#usage-error").is_hidden()

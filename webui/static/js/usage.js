@@ -1,6 +1,6 @@
-// The "Usage" dialog: plan limits (/auth/me), this minute's budget (/rate-limit), and
-// 30-day statistics (/stats) with what they cost (spend.js). The last two are optional:
-// their cards hide on 404.
+// The "Usage" dialog: plan limits (/auth/me), this minute's budget and the spend budgets
+// (/rate-limit), and 30-day statistics (/stats) with what they cost (spend.js). The last
+// two are optional: their cards hide on 404.
 // Field names are read defensively (several spellings) because those APIs are young.
 
 import { api, optionalApi } from "./api.js";
@@ -88,6 +88,40 @@ function renderLimits(body, rl) {
     meter("Concurrent requests", inUse, cLimit, `${num(inUse)} of ${num(cLimit)} in use`));
 }
 
+/** Dollars with at least cents, and more digits only when they matter ($0.015). */
+function usd(value) {
+  const n = Number(value);
+  if (!Number.isFinite(n)) return "—";
+  const [whole, fraction = ""] = n.toFixed(6).replace(/0+$/, "").split(".");
+  return `$${whole}.${fraction.padEnd(2, "0")}`;
+}
+
+const PERIOD_WORDS = { day: "daily", month: "monthly", total: "total" };
+
+/** One spend budget from /rate-limit: spent of budget, what remains, when it resets. */
+function budgetMeter(b) {
+  const owner = b.scope === "key" ? `API key “${b.name}”` : `${b.name} plan`;
+  const detail = [`${usd(b.spent_usd)} of ${usd(b.budget_usd)} spent · `
+    + `${usd(b.remaining_usd)} left · `];
+  if (b.resets_at) {
+    const at = new Date(b.resets_at);
+    detail.push(h("time", { class: "budget-reset", datetime: b.resets_at,
+      text: `resets ${at.toLocaleString(undefined,
+        { dateStyle: "medium", timeStyle: "short", timeZone: "UTC" })} UTC` }));
+  } else {
+    detail.push("never resets");
+  }
+  return meter(`${owner} · ${PERIOD_WORDS[b.period] || b.period}`, b.spent_usd, b.budget_usd,
+    ...detail);
+}
+
+/** The budgets card: shown when /rate-limit lists at least one budget. */
+function renderBudgets(card, rl) {
+  const list = Array.isArray(rl?.budgets) ? rl.budgets : [];
+  card.hidden = !list.length;
+  if (list.length) card.querySelector(".card-body").replaceChildren(...list.map(budgetMeter));
+}
+
 function byModelTable(rows) {
   if (!Array.isArray(rows) || !rows.length) return null;
   const costs = rows.some((r) => r && (r.cost_usd !== undefined || r.priced !== undefined));
@@ -162,7 +196,7 @@ export function createUsage() {
   const dialog = $("usage-dialog");
   const errorNote = $("usage-error");
   const cards = { plan: $("usage-plan"), models: $("usage-models"), limits: $("usage-limits"),
-    stats: $("usage-stats") };
+    stats: $("usage-stats"), budgets: $("usage-budgets") };
   const body = (card) => card.querySelector(".card-body");
   let ticker = 0;
 
@@ -219,6 +253,7 @@ export function createUsage() {
       renderLimits(body(cards.limits), rl.value);
       if (dialog.open) startCountdown();
     }
+    renderBudgets(cards.budgets, rl.status === "fulfilled" ? rl.value : null);
     cards.stats.hidden = !(stats.status === "fulfilled" && stats.value);
     if (!cards.stats.hidden) renderStats(body(cards.stats), stats.value);
   }
