@@ -16,14 +16,29 @@ from dataclasses import replace
 from typing import Any
 
 from gateway.auth.principal import Principal
-from gateway.call import ATTEMPTS_HEADER, SERVED_BY_HEADER, Call, CallServices, new_record
+from gateway.call import (
+    ATTEMPTS_HEADER,
+    DROPPED_PARAMS_HEADER,
+    SERVED_BY_HEADER,
+    Call,
+    CallServices,
+    new_record,
+)
 from gateway.catalog import Route
 from gateway.chat.request import ParsedChat
 from gateway.chat.transcript import Transcript
 from gateway.errors import APIError, invalid
 from gateway.resilience.balance import Deployment
 from gateway.resilience.policy import breaker_failure
-from providers.base import CallContext, Chunk, TextDelta, ToolCallDelta, Usage
+from providers.base import (
+    CallContext,
+    Chunk,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+    dropped_params,
+)
 from providers.errors import ProviderError
 from storage.records import CallRecord
 
@@ -114,6 +129,10 @@ class ChatCall(Call):
         return target.provider.complete_chat(
             replace(self.parsed.request, model=target.upstream), ctx)
 
+    def _dropped(self, deployment: Deployment) -> tuple[str, ...]:
+        return dropped_params(deployment.provider,
+                              replace(self.parsed.request, model=deployment.upstream))
+
     async def relay(self) -> AsyncIterator[Chunk]:
         """The chunks after the first. A provider error ends the call as failed and
         propagates (it can only travel inside the stream now)."""
@@ -136,7 +155,7 @@ class ChatCall(Call):
 
     def _note(self, chunk: Chunk) -> None:
         self.transcript.add(chunk)
-        if self._ttft is None and isinstance(chunk, TextDelta | ToolCallDelta):
+        if self._ttft is None and isinstance(chunk, TextDelta | ReasoningDelta | ToolCallDelta):
             self._ttft = time.perf_counter() - self._t0
 
     def _count(self) -> Usage:
@@ -167,5 +186,5 @@ class ChatCall(Call):
         record.finish_reason = transcript.finish_reason()
 
 
-__all__ = ["ATTEMPTS_HEADER", "SERVED_BY_HEADER", "APIError", "CallServices", "ChatCall",
-           "prompt_text"]
+__all__ = ["ATTEMPTS_HEADER", "DROPPED_PARAMS_HEADER", "SERVED_BY_HEADER", "APIError",
+           "CallServices", "ChatCall", "prompt_text"]
