@@ -99,7 +99,7 @@ def dropped_params(req: ChatRequest) -> tuple[str, ...]:
     source = _thinking_source(req)
     if source is not None:
         dropped.update(_thinking_conflicts(req))
-    if source == "thinking" and first_set(req, "reasoning_effort") is not None:
+    if req.extra.get("thinking") is not None and first_set(req, "reasoning_effort") is not None:
         dropped.add("reasoning_effort")  # the caller's own thinking setting was used
     return tuple(sorted(dropped))
 

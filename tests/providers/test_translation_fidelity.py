@@ -193,6 +193,14 @@ async def test_callers_own_thinking_wins_and_its_limits_apply(anthropic, upstrea
     assert "top_k" not in body and "temperature" not in body
     assert anthropic.dropped_params(req) == ("reasoning_effort", "temperature", "top_k")
 
+    # Thinking turned off by the caller's own setting: reasoning_effort is not used either.
+    req = ChatRequest(model="claude", messages=MESSAGES, params={"reasoning_effort": "high"},
+                      extra={"thinking": {"type": "disabled"}})
+    route.mock(return_value=replay("anthropic_text.sse")[0])
+    await collect(anthropic, req)
+    assert sent(route)["thinking"] == {"type": "disabled"}
+    assert anthropic.dropped_params(req) == ("reasoning_effort",)
+
 
 # -- refused, with the parameter named -----------------------------------------------------
 
