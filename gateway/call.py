@@ -44,6 +44,9 @@ T = TypeVar("T")
 
 ATTEMPTS_HEADER = "x-gateway-attempts"
 SERVED_BY_HEADER = "x-gateway-served-by"
+# The request's parameters the provider that answered neither sent nor emulated,
+# comma-separated (providers.base.dropped_params); absent when none were.
+DROPPED_PARAMS_HEADER = "x-gateway-dropped-params"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,10 @@ class Call(ABC):
     def _first_token_seconds(self) -> float | None:
         """The time to first token the metrics get (streamed calls only)."""
         return None
+
+    def _dropped(self, deployment: Deployment) -> tuple[str, ...]:
+        """The request's parameters ``deployment`` (the one that answered) dropped."""
+        return ()
 
     def _describe(self, record: CallRecord) -> None:  # noqa: B027 (optional hook)
         """Put what the answer was into the finished ``record`` (an embedding says no more
@@ -170,6 +177,9 @@ class Call(ABC):
             deployment = self.served.deployment
             self.headers[ATTEMPTS_HEADER] = str(len(self.attempts))
             self.headers[SERVED_BY_HEADER] = deployment.name
+            # The target that answered decides: a fallback to another dialect drops others.
+            if dropped := self._dropped(deployment):
+                self.headers[DROPPED_PARAMS_HEADER] = ",".join(dropped)
             self.record.provider = deployment.provider_name
             self.record.upstream_model = deployment.upstream
             return answer

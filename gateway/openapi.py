@@ -18,7 +18,8 @@ from typing import Any
 import orjson
 
 from gateway.cache import HEADER as CACHE_HEADER
-from gateway.chat.request import PART_TYPES, ROLES
+from gateway.call import DROPPED_PARAMS_HEADER
+from gateway.chat.request import PART_TYPES, REASONING_EFFORTS, ROLES
 from gateway.embeddings.request import (
     ENCODINGS,
     MAX_CHARS,
@@ -107,18 +108,33 @@ CHAT_REQUEST = {
            "parallel_tool_calls": null(BOOL),
            "response_format": null(obj({"type": {"enum": ["text", "json_object",
                                                           "json_schema"]}})),
-           "user": null(STR)}),
+           "user": null(STR),
+           "reasoning_effort": {
+               **null({"enum": list(REASONING_EFFORTS)}),
+               "description": "On Anthropic models: extended thinking with budget_tokens "
+                              "1024 (minimal), 2048 (low), 8192 (medium), 16384 (high); none: "
+                              "no thinking. The reasoning comes back as reasoning_content."},
+           "logprobs": null(BOOL),
+           "top_logprobs": null({"type": "integer", "minimum": 0, "maximum": 20}),
+           "presence_penalty": null({"type": "number", "minimum": -2, "maximum": 2}),
+           "frequency_penalty": null({"type": "number", "minimum": -2, "maximum": 2}),
+           "logit_bias": null({"type": "object", "additionalProperties":
+                               {"type": "number", "minimum": -100, "maximum": 100}})}),
     # Fields the gateway does not know are passed to the provider untouched.
     "additionalProperties": True,
 }
 USAGE = obj({"prompt_tokens": INT, "completion_tokens": INT, "total_tokens": INT},
-            {"prompt_tokens_details": obj({"cached_tokens": INT})})
+            {"prompt_tokens_details": obj({"cached_tokens": INT}),
+             "completion_tokens_details": obj({"reasoning_tokens": INT})})
+REASONING = {**STR, "description": "The model's reasoning (Anthropic's thinking), never part "
+                                   "of content; on stream deltas too."}
 CHAT_COMPLETION = obj({
     "id": STR, "object": {"const": "chat.completion"}, "created": INT, "model": STR,
     "choices": array(obj({"index": INT, "finish_reason": STR, "logprobs": {"type": "null"},
                           "message": obj({"role": {"const": "assistant"},
                                           "content": null(STR), "refusal": null(STR)},
-                                         {"tool_calls": array(TOOL_CALL)})})),
+                                         {"tool_calls": array(TOOL_CALL),
+                                          "reasoning_content": REASONING})})),
     "usage": USAGE, "system_fingerprint": {"type": "null"}})
 PLAN = obj({"name": STR, "price_monthly": NUM, "requests_per_minute": INT,
             "tokens_per_minute": INT, "concurrent_requests": INT, "features": OBJ})
@@ -271,7 +287,12 @@ CHAT_OK = {200: {
     "description": "The completion; with `stream: true` server-sent events of "
                    "`chat.completion.chunk` objects ending with `data: [DONE]`.",
     "headers": {**REQUEST_ID, **headers(RATE_LIMIT_HEADERS, required=True),
-                **CACHE_ANSWER_HEADER},
+                **CACHE_ANSWER_HEADER,
+                DROPPED_PARAMS_HEADER: {
+                    "schema": STR, "required": False,
+                    "description": "The request's parameters the model that answered could "
+                                   "not honour and left out (comma-separated, alphabetical), "
+                                   "e.g. seed,logprobs on Anthropic; absent when none were."}},
     "content": {"application/json": {"schema": ref("ChatCompletion")},
                 "text/event-stream": {"schema": STR}}}}
 ACCEPTED = {202: json_response(

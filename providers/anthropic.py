@@ -9,13 +9,19 @@ import httpx
 import orjson
 
 from providers.anthropic_format import STOP_REASONS, tool_arguments
-from providers.anthropic_request import DEFAULT_MAX_TOKENS, build_anthropic_body
+from providers.anthropic_request import (
+    DEFAULT_MAX_TOKENS,
+    build_anthropic_body,
+    dropped_params,
+    structured_output_tool,
+)
 from providers.base import (
     CallContext,
     ChatRequest,
     Chunk,
     Finish,
     ProviderConfig,
+    ReasoningDelta,
     Relayed,
     TextDelta,
     ToolCallDelta,
@@ -95,15 +101,29 @@ def usage_from_anthropic(usage: Any) -> list[Chunk]:
                   cached_tokens=cache_read, cache_creation_tokens=cache_creation)]
 
 
-class AnthropicStreamParser:
-    """Turns Messages stream events into chunks; tool calls are numbered 0, 1, ... ."""
+def finish_reason(stop_reason: str, *, structured: bool, caller_calls: int) -> str:
+    """Anthropic's stop reason as OpenAI's finish reason: a structured answer given through
+    its forced tool (and no tool of the caller's) is a plain stop."""
+    if stop_reason == "tool_use" and structured and not caller_calls:
+        return "stop"
+    return STOP_REASONS.get(stop_reason, "stop")
 
-    def __init__(self, upstream: str) -> None:
+
+class AnthropicStreamParser:
+    """Turns Messages stream events into chunks; tool calls are numbered 0, 1, ... .
+
+    Thinking becomes ``ReasoningDelta``; its signature and redacted thinking (opaque, only
+    meaningful to Anthropic) are left out. The input of ``output_tool`` (a structured
+    output's forced tool) becomes text: the answer's JSON."""
+
+    def __init__(self, upstream: str, output_tool: str | None = None) -> None:
         self.upstream = upstream
         self.done = False
+        self._output_tool = output_tool
         self._usage: dict[str, Any] = {}
         self._calls: dict[int, int] = {}  # content block index → our tool call index
         self._call_input: dict[int, Any] = {}  # block index → the start event's input
+        self._outputs: set[int] = set()  # block indexes of the output tool's blocks
         self._got_arguments: set[int] = set()
         self._finished = False
 
@@ -128,11 +148,18 @@ class AnthropicStreamParser:
 
     def _block_start(self, obj: dict[str, Any]) -> list[Chunk]:
         block = obj.get("content_block") or {}
-        if block.get("type") == "text":
+        kind = block.get("type")
+        if kind == "text":
             return [TextDelta(block["text"])] if block.get("text") else []
-        if block.get("type") != "tool_use":
-            return []  # thinking, server tools: nothing the OpenAI shape can carry
+        if kind == "thinking":
+            return [ReasoningDelta(block["thinking"])] if block.get("thinking") else []
+        if kind != "tool_use":
+            return []  # redacted thinking, server tools: nothing the OpenAI shape carries
         index = index_of(obj.get("index"))
+        if self._output_tool is not None and block.get("name") == self._output_tool:
+            self._outputs.add(index)
+            self._call_input[index] = block.get("input")
+            return []
         call_index = self._calls[index] = len(self._calls)
         self._call_input[index] = block.get("input")
         return [ToolCallDelta(call_index, id=block.get("id"), name=block.get("name"))]
@@ -142,8 +169,13 @@ class AnthropicStreamParser:
         kind = delta.get("type")
         if kind == "text_delta":
             return [TextDelta(delta["text"])] if delta.get("text") else []
+        if kind == "thinking_delta":
+            return [ReasoningDelta(delta["thinking"])] if delta.get("thinking") else []
         if kind == "input_json_delta" and delta.get("partial_json"):
             index = index_of(obj.get("index"))
+            if index in self._outputs:
+                self._got_arguments.add(index)
+                return [TextDelta(delta["partial_json"])]
             if index in self._calls:
                 self._got_arguments.add(index)
                 return [ToolCallDelta(self._calls[index], arguments=delta["partial_json"])]
@@ -151,11 +183,15 @@ class AnthropicStreamParser:
 
     def _block_stop(self, obj: dict[str, Any]) -> list[Chunk]:
         index = index_of(obj.get("index"))
-        if index not in self._calls or index in self._got_arguments:
+        if index in self._got_arguments:
             return []
         # No input_json_delta at all (a tool without arguments): OpenAI clients expect
-        # a JSON object in arguments, never an empty string.
+        # a JSON object in arguments, never an empty string; so does a JSON answer.
         tool_input = self._call_input.get(index)
+        if index in self._outputs:
+            return [TextDelta(tool_arguments(tool_input))]
+        if index not in self._calls:
+            return []
         return [ToolCallDelta(self._calls[index], arguments=tool_arguments(tool_input))]
 
     def _message_delta(self, obj: dict[str, Any]) -> list[Chunk]:
@@ -164,7 +200,8 @@ class AnthropicStreamParser:
         if not reason or self._finished:
             return []
         self._finished = True
-        return [Finish(STOP_REASONS.get(reason, "stop"))]
+        return [Finish(finish_reason(reason, structured=bool(self._outputs),
+                                     caller_calls=len(self._calls)))]
 
     def _message_stop(self, obj: dict[str, Any]) -> list[Chunk]:
         self.done = True
@@ -234,26 +271,44 @@ class AnthropicProvider(HTTPStreamProvider):
                                                       default_max_tokens=self._default_max),
                             headers=self._stream_headers if stream else self._json_headers)
 
-    def stream_parser(self) -> AnthropicStreamParser:
-        return AnthropicStreamParser(self.config.name)
+    def stream_parser(self, req: ChatRequest | None = None) -> AnthropicStreamParser:
+        return AnthropicStreamParser(self.config.name,
+                                     structured_output_tool(req) if req is not None else None)
 
-    def completion_chunks(self, payload: dict[str, Any]) -> list[Chunk]:
-        """A non-streamed Messages response: text blocks joined, tool_use blocks as calls."""
+    def dropped_params(self, req: ChatRequest) -> tuple[str, ...]:
+        """``seed``, ``logprobs``, the penalties, ... and, while thinking, the sampling
+        parameters it forbids (providers/anthropic_request.py)."""
+        return dropped_params(req)
+
+    def completion_chunks(self, payload: dict[str, Any],
+                          req: ChatRequest | None = None) -> list[Chunk]:
+        """A non-streamed Messages response: thinking blocks as reasoning, text blocks
+        joined, tool_use blocks as calls (the structured output's tool as the text)."""
         content = payload.get("content")
         if payload.get("type") != "message" or not isinstance(content, list):
             raise make_error(UpstreamProtocolError, self.config.name,
                              "sent a body that is not a message")
+        output_tool = structured_output_tool(req) if req is not None else None
+        reasoning = "".join(block.get("thinking") or "" for block in content
+                            if block.get("type") == "thinking")
+        out: list[Chunk] = [ReasoningDelta(reasoning)] if reasoning else []
         text = "".join(block.get("text") or "" for block in content
                        if block.get("type") == "text")
-        out: list[Chunk] = [TextDelta(text)] if text else []
-        tools = [block for block in content if block.get("type") == "tool_use"]
+        text += "".join(tool_arguments(block.get("input")) for block in content
+                        if block.get("type") == "tool_use" and output_tool is not None
+                        and block.get("name") == output_tool)
+        if text:
+            out.append(TextDelta(text))
+        tools = [block for block in content if block.get("type") == "tool_use"
+                 and (output_tool is None or block.get("name") != output_tool)]
         for call_index, block in enumerate(tools):
             tool_input = block.get("input")
             out.append(ToolCallDelta(call_index, id=block.get("id"), name=block.get("name"),
                                      arguments=tool_arguments(tool_input)))
         reason = payload.get("stop_reason")
         if reason:
-            out.append(Finish(STOP_REASONS.get(reason, "stop")))
+            out.append(Finish(finish_reason(reason, structured=output_tool is not None,
+                                            caller_calls=len(tools))))
         return out + usage_from_anthropic(payload.get("usage"))
 
     def error_from_response(self, status: int, headers: Mapping[str, str],

@@ -58,6 +58,7 @@ class Usage:
     cached_tokens: int | None = None
     cache_creation_tokens: int | None = None
     estimated: bool = False
+    reasoning_tokens: int | None = None  # of completion_tokens, when the upstream says
 
     @property
     def total_tokens(self) -> int:
@@ -83,7 +84,8 @@ class ChatRequest:
     ``messages`` are OpenAI chat messages (content a string or a list of parts).
     ``params`` holds the known optional fields that were set (temperature, top_p,
     max_tokens, stop (always a list), n, tools, tool_choice, parallel_tool_calls,
-    response_format, seed, user). ``extra`` holds unknown top-level fields.
+    response_format, seed, user, reasoning_effort, logprobs, top_logprobs, the
+    penalties, logit_bias). ``extra`` holds unknown top-level fields.
     """
 
     model: str
@@ -211,6 +213,16 @@ def capabilities(provider: Provider, upstream: str) -> frozenset[str]:
     if callable(own):
         return frozenset(own(upstream))
     return frozenset({CHAT, EMBEDDINGS}) if isinstance(provider, Embedder) else frozenset({CHAT})
+
+
+def dropped_params(provider: Provider, req: ChatRequest) -> tuple[str, ...]:
+    """The parameters of ``req`` that ``provider`` neither sends nor emulates, in a stable
+    order: what the gateway lists in ``x-gateway-dropped-params``. A provider says with
+    ``dropped_params(req)`` (Anthropic drops ``seed``, ``logprobs``, ...); one that does
+    not say drops nothing. A parameter whose loss would change the answer's contract is
+    never dropped: the provider refuses it (``UpstreamBadRequest`` naming it) instead."""
+    own = getattr(provider, "dropped_params", None)
+    return tuple(own(req)) if callable(own) else ()
 
 
 class ProviderFactory(Protocol):

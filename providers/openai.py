@@ -66,10 +66,11 @@ class OpenAIProvider(HTTPStreamProvider):
                                                    include_usage=self._include_usage),
                             headers=headers)
 
-    def stream_parser(self) -> OpenAIStreamParser:
+    def stream_parser(self, req: ChatRequest | None = None) -> OpenAIStreamParser:
         return self.parser_class(self.config.name)
 
-    def completion_chunks(self, payload: dict[str, Any]) -> list[Chunk]:
+    def completion_chunks(self, payload: dict[str, Any],
+                          req: ChatRequest | None = None) -> list[Chunk]:
         return self.parser_class(self.config.name).completion(payload)
 
     async def embed(self, req: EmbeddingRequest, ctx: CallContext) -> EmbeddingResult:

@@ -11,7 +11,16 @@ from typing import Any
 
 import orjson
 
-from providers.base import ChatRequest, Chunk, Finish, ModelInfo, TextDelta, ToolCallDelta, Usage
+from providers.base import (
+    ChatRequest,
+    Chunk,
+    Finish,
+    ModelInfo,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from providers.errors import (
     ProviderError,
     UpstreamAuthError,
@@ -141,7 +150,22 @@ def usage_from_openai(usage: Any) -> Usage | None:
     cached = token_count(details.get("cached_tokens")) if isinstance(details, Mapping) else None
     if cached is None:
         cached = token_count(usage.get("cached_tokens"))  # some servers flatten it
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached)
+    completion_details = usage.get("completion_tokens_details")
+    reasoning = (token_count(completion_details.get("reasoning_tokens"))
+                 if isinstance(completion_details, Mapping) else None)
+    # Only a count of some: OpenAI reports 0 for every model that does not reason, and
+    # answers that did not reason keep the usage shape they always had.
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached,
+                 reasoning_tokens=reasoning or None)
+
+
+def reasoning_of(message: Mapping[str, Any]) -> str | None:
+    """The reasoning text of a delta or message: DeepSeek's (and vLLM's, LiteLLM's)
+    ``reasoning_content``, or the ``reasoning`` string some other servers use."""
+    text = message.get("reasoning_content")
+    if not isinstance(text, str) or not text:
+        text = message.get("reasoning")
+    return text if isinstance(text, str) and text else None
 
 
 class OpenAIStreamParser:
@@ -192,6 +216,9 @@ class OpenAIStreamParser:
     def _parse_choice(self, choice: Mapping[str, Any], out: list[Chunk]) -> None:
         index = index_of(choice.get("index"))
         delta = choice.get("delta") or {}
+        reasoning = reasoning_of(delta)
+        if reasoning:
+            out.append(ReasoningDelta(reasoning, index))
         content = delta.get("content")
         if content:
             out.append(TextDelta(content, index))
@@ -218,6 +245,9 @@ class OpenAIStreamParser:
             message = choice.get("message") or {}
             if "message" not in choice and isinstance(choice.get("text"), str):
                 message = {"content": choice["text"]}  # completion-style choices
+            reasoning = reasoning_of(message)
+            if reasoning:
+                out.append(ReasoningDelta(reasoning, index))
             if message.get("content"):
                 out.append(TextDelta(message["content"], index))
             for call_index, call in enumerate(message.get("tool_calls") or ()):

@@ -266,21 +266,28 @@ class HTTPStreamProvider(ABC):
         ...
 
     @abstractmethod
-    def stream_parser(self) -> StreamParser:
-        """A fresh parser for one streamed answer."""
+    def stream_parser(self, req: ChatRequest | None = None) -> StreamParser:
+        """A fresh parser for one streamed answer (to ``req``, when the answer's reading
+        depends on what was asked: a structured output sent as a tool)."""
         ...
 
     @abstractmethod
-    def completion_chunks(self, payload: dict[str, Any]) -> list[Chunk]:
+    def completion_chunks(self, payload: dict[str, Any],
+                          req: ChatRequest | None = None) -> list[Chunk]:
         """A non-streamed answer (a JSON object that is not an error) as chunks."""
         ...
+
+    def dropped_params(self, req: ChatRequest) -> tuple[str, ...]:
+        """The parameters of ``req`` this provider neither sends nor emulates, in a stable
+        order (the gateway names them in ``x-gateway-dropped-params``): none by default."""
+        return ()
 
     async def complete_chat(self, req: ChatRequest, ctx: CallContext) -> list[Chunk]:
         """Ask for the whole answer in one body; the chunks ``stream_chat`` would yield."""
         call = self.prepare(req, ctx, stream=False)
-        return await self.fetch_answer(call.url, call.headers, call.body, ctx,
-                                       lambda payload, _raw: self.completion_chunks(payload),
-                                       "a completion")
+        return await self.fetch_answer(
+            call.url, call.headers, call.body, ctx,
+            lambda payload, _raw: self.completion_chunks(payload, req), "a completion")
 
     async def fetch_answer(self, url: httpx.URL, headers: HeaderList, body: Any,
                            ctx: CallContext, read: Callable[[dict[str, Any], bytes], T],
@@ -308,15 +315,17 @@ class HTTPStreamProvider(ABC):
         not a generator around it: no extra hop per event."""
         call = self.prepare(req, ctx, stream=True)
         return self.stream_events(  # type: ignore[return-value]  # no Relayed without relay
-            call.url, call.headers, orjson.dumps(call.body), ctx)
+            call.url, call.headers, orjson.dumps(call.body), ctx,
+            parser=self.stream_parser(req))
 
     async def stream_events(self, url: httpx.URL, headers: HeaderList, content: bytes,
-                            ctx: CallContext, *, relay: bool = False
+                            ctx: CallContext, *, relay: bool = False,
+                            parser: StreamParser | None = None
                             ) -> AsyncIterator[Chunk | Relayed]:
         """POST ``content`` and yield the chunks parsed from each SSE event as it arrives;
         with ``relay``, each event's own bytes (``Relayed``) before its chunks. Typed errors
         on failure; an error event raises instead of being relayed."""
-        parser = self.stream_parser()
+        parser = parser or self.stream_parser()
         deadline = self.deadline(ctx)
         try:
             with map_transport_errors(self.config.name):

@@ -94,7 +94,7 @@ def _pack(chunk: Chunk) -> list[Any]:
     if isinstance(chunk, ReasoningDelta):
         return ["r", chunk.text, chunk.index]
     return ["u", chunk.prompt_tokens, chunk.completion_tokens, chunk.cached_tokens,
-            chunk.cache_creation_tokens, chunk.estimated]
+            chunk.cache_creation_tokens, chunk.estimated, chunk.reasoning_tokens]
 
 
 # Each packed chunk is its kind's letter, then the fields in the order the class takes them.

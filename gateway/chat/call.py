@@ -18,14 +18,29 @@ from typing import Any
 from gateway.auth.principal import Principal
 from gateway.cache import HEADER as CACHE_HEADER
 from gateway.cache import CachedAnswer, CacheSlot, ResponseCache
-from gateway.call import ATTEMPTS_HEADER, SERVED_BY_HEADER, Call, CallServices, new_record
+from gateway.call import (
+    ATTEMPTS_HEADER,
+    DROPPED_PARAMS_HEADER,
+    SERVED_BY_HEADER,
+    Call,
+    CallServices,
+    new_record,
+)
 from gateway.catalog import Route
 from gateway.chat.request import ParsedChat
 from gateway.chat.transcript import Transcript
 from gateway.errors import APIError, invalid
 from gateway.resilience.balance import Deployment
 from gateway.resilience.policy import breaker_failure
-from providers.base import CallContext, Chunk, TextDelta, ToolCallDelta, Usage
+from providers.base import (
+    CallContext,
+    Chunk,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+    dropped_params,
+)
 from providers.errors import ProviderError
 from storage.records import CallRecord
 
@@ -153,6 +168,10 @@ class ChatCall(Call):
         return target.provider.complete_chat(
             replace(self.parsed.request, model=target.upstream), ctx)
 
+    def _dropped(self, deployment: Deployment) -> tuple[str, ...]:
+        return dropped_params(deployment.provider,
+                              replace(self.parsed.request, model=deployment.upstream))
+
     async def relay(self) -> AsyncIterator[Chunk]:
         """The chunks after the first. A provider error ends the call as failed and
         propagates (it can only travel inside the stream now)."""
@@ -177,7 +196,7 @@ class ChatCall(Call):
         self.transcript.add(chunk)
         if self._kept is not None:
             self._kept.append(chunk)
-        if self._ttft is None and isinstance(chunk, TextDelta | ToolCallDelta):
+        if self._ttft is None and isinstance(chunk, TextDelta | ReasoningDelta | ToolCallDelta):
             self._ttft = time.perf_counter() - self._t0
 
     def _count(self) -> Usage:
@@ -226,5 +245,5 @@ async def _replay(chunks: list[Chunk]) -> AsyncIterator[Chunk]:
         yield chunk
 
 
-__all__ = ["ATTEMPTS_HEADER", "SERVED_BY_HEADER", "APIError", "CallServices", "ChatCall",
-           "prompt_text"]
+__all__ = ["ATTEMPTS_HEADER", "DROPPED_PARAMS_HEADER", "SERVED_BY_HEADER", "APIError",
+           "CallServices", "ChatCall", "prompt_text"]

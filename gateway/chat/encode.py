@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import APIError
-from providers.base import Chunk, Finish, TextDelta, ToolCallDelta, Usage
+from providers.base import Chunk, Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
 
 DONE = b"data: [DONE]\n\n"
 
@@ -18,6 +18,8 @@ def usage_body(usage: Usage) -> dict[str, Any]:
                             "total_tokens": usage.total_tokens}
     if usage.cached_tokens is not None:
         body["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
+    if usage.reasoning_tokens is not None:
+        body["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
     return body
 
 
@@ -45,6 +47,8 @@ class ChunkEncoder:
             prefix = self._event(index, {"role": "assistant", "content": "", "refusal": None})
         if isinstance(chunk, TextDelta):
             return prefix + self._event(index, {"content": chunk.text})
+        if isinstance(chunk, ReasoningDelta):  # DeepSeek's and LiteLLM's convention
+            return prefix + self._event(index, {"reasoning_content": chunk.text})
         if isinstance(chunk, ToolCallDelta):
             call: dict[str, Any] = {"index": chunk.call_index}
             if chunk.id is not None or chunk.name is not None:

@@ -13,7 +13,11 @@ PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal"})
 # Fields we understand and hand to providers in ``params``; anything else goes to ``extra``.
 KNOWN = frozenset({"model", "messages", "stream", "stream_options", "temperature", "top_p",
                    "max_tokens", "max_completion_tokens", "stop", "n", "tools", "tool_choice",
-                   "parallel_tool_calls", "response_format", "seed", "user"})
+                   "parallel_tool_calls", "response_format", "seed", "user",
+                   "reasoning_effort", "logprobs", "top_logprobs", "presence_penalty",
+                   "frequency_penalty", "logit_bias"})
+# OpenAI's reasoning_effort values ("none" as its newest models take it: no reasoning).
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high")
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +145,24 @@ def _tools(data: dict) -> None:
             raise invalid("tool_choice", "'tool_choice' is only allowed when 'tools' are given")
 
 
+def _sampling(data: dict) -> None:
+    """reasoning_effort, logprobs and the penalties, in OpenAI's ranges."""
+    effort = data.get("reasoning_effort")
+    if effort is not None and effort not in REASONING_EFFORTS:
+        raise invalid("reasoning_effort", "'reasoning_effort' must be one of "
+                      + ", ".join(REASONING_EFFORTS))
+    _bool(data, "logprobs", False)
+    _int(data, "top_logprobs", 0, 20)
+    _number(data, "presence_penalty", -2, 2)
+    _number(data, "frequency_penalty", -2, 2)
+    bias = data.get("logit_bias")
+    if bias is not None and (not isinstance(bias, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and -100 <= v <= 100
+            for v in bias.values())):
+        raise invalid("logit_bias", "'logit_bias' must map token ids to numbers between "
+                      "-100 and 100")
+
+
 def parse_chat(data: dict[str, Any]) -> ParsedChat:
     """Check every field we understand; raise a 400 ``APIError`` naming the first bad one."""
     model = data.get("model")
@@ -178,9 +200,18 @@ def parse_chat(data: dict[str, Any]) -> ParsedChat:
                             ("text", "json_object", "json_schema")):
         raise invalid("response_format", "'response_format.type' must be 'text', "
                       "'json_object' or 'json_schema'")
+    if fmt is not None and fmt.get("type") == "json_schema":
+        spec = fmt.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise invalid("response_format.json_schema", "'response_format.json_schema' must "
+                          "be an object with a 'name' (and the 'schema')")
+        if spec.get("schema") is not None and not isinstance(spec["schema"], dict):
+            raise invalid("response_format.json_schema.schema",
+                          "'response_format.json_schema.schema' must be a JSON Schema object")
     user = data.get("user")
     if user is not None and not isinstance(user, str):
         raise invalid("user", "'user' must be a string")
+    _sampling(data)
     params = {k: v for k, v in data.items() if k in KNOWN and v is not None
               and k not in ("model", "messages", "stream", "stream_options")}
     if stop is not None:

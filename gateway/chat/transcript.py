@@ -1,17 +1,22 @@
-"""What a call produced, per choice: text, tool calls, finish reason and usage."""
+"""What a call produced, per choice: text, reasoning, tool calls, finish reason and usage.
+
+Reasoning is kept apart from the text: it goes on the answer as ``reasoning_content`` and
+counts as completion tokens, but the stored record's ``response`` is the text alone (the
+reasoning is not stored)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from providers.base import Chunk, Finish, TextDelta, ToolCallDelta, Usage
+from providers.base import Chunk, Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
 
 
 class _Choice:
-    __slots__ = ("finish", "parts", "tools")
+    __slots__ = ("finish", "parts", "reasoning", "tools")
 
     def __init__(self) -> None:
         self.parts: list[str] = []
+        self.reasoning: list[str] = []
         self.tools: dict[int, dict[str, Any]] = {}
         self.finish: str | None = None
 
@@ -32,6 +37,8 @@ class Transcript:
     def add(self, chunk: Chunk) -> None:
         if isinstance(chunk, TextDelta):
             self._choice(chunk.index).parts.append(chunk.text)
+        elif isinstance(chunk, ReasoningDelta):
+            self._choice(chunk.index).reasoning.append(chunk.text)
         elif isinstance(chunk, ToolCallDelta):
             tools = self._choice(chunk.index).tools
             call = tools.get(chunk.call_index)
@@ -51,6 +58,10 @@ class Transcript:
         choice = self._choices.get(index)
         return "".join(choice.parts) if choice else ""
 
+    def reasoning(self, index: int = 0) -> str:
+        choice = self._choices.get(index)
+        return "".join(choice.reasoning) if choice else ""
+
     def tool_calls(self, index: int = 0) -> list[dict[str, Any]]:
         choice = self._choices.get(index)
         if choice is None:
@@ -68,6 +79,7 @@ class Transcript:
         out = []
         for choice in self._choices.values():
             out.append("".join(choice.parts))
+            out.append("".join(choice.reasoning))
             out.extend("".join(c["args"]) + (c["name"] or "") for c in choice.tools.values())
         return out
 
@@ -80,6 +92,8 @@ class Transcript:
             message: dict[str, Any] = {"role": "assistant",
                                        "content": text if text or not calls else None,
                                        "refusal": None}
+            if reasoning := self.reasoning(index):
+                message["reasoning_content"] = reasoning
             if calls:
                 message["tool_calls"] = calls
             out.append({"index": index, "message": message, "logprobs": None,

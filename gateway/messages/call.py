@@ -57,6 +57,10 @@ class MessagesCall(ChatCall):
                 self._upstream_body(target), ctx)
         return super()._complete_on(target, ctx)
 
+    def _dropped(self, deployment: Deployment) -> tuple[str, ...]:
+        # A relayed body reaches its upstream whole: nothing of it is dropped.
+        return () if relays(deployment.provider) else super()._dropped(deployment)
+
     def _note(self, chunk: Chunk | Relayed) -> None:
         if isinstance(chunk, Relayed):
             self.answer = chunk.data  # the last one: a plain call's whole body

@@ -1,6 +1,10 @@
 """Anthropic wire encoding of a call's chunks: the ``message`` body, the stream's events
 (message_start, content_block_start / _delta / _stop, message_delta, message_stop, ping,
-in Anthropic's order) and errors in Anthropic's shape."""
+in Anthropic's order) and errors in Anthropic's shape.
+
+Reasoning (``ReasoningDelta``) becomes ``thinking`` blocks. Their ``signature`` is empty:
+only Anthropic signs thinking, and an Anthropic upstream's answer is relayed, not encoded
+here; a client that sends such a block back gets it dropped on the way to the upstream."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from starlette.responses import Response
 from gateway.chat.transcript import Transcript
 from gateway.errors import APIError
 from providers.anthropic_format import FINISH_REASONS, anthropic_usage, tool_input
-from providers.base import Chunk, Finish, TextDelta, ToolCallDelta, Usage
+from providers.base import Chunk, Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
 
 # The gateway's status → Anthropic's error type. 503 (every upstream unavailable, or paused
 # by its breaker) is answered as Anthropic's 529 overloaded_error: what Anthropic's SDKs
@@ -52,8 +56,11 @@ def usage_fields(usage: Usage) -> dict[str, int]:
 
 def message_body(message_id: str, model: str, transcript: Transcript,
                  usage: Usage) -> dict[str, Any]:
-    """A whole ``message`` answer: its text block, then its tool_use blocks."""
+    """A whole ``message`` answer: its thinking block, its text block, then its tool_use
+    blocks."""
     content: list[dict[str, Any]] = []
+    if reasoning := transcript.reasoning():
+        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
     if text := transcript.text():
         content.append({"type": "text", "text": text})
     for call in transcript.tool_calls():
@@ -74,7 +81,8 @@ PING = event("ping", {"type": "ping"})
 
 class EventEncoder:
     """Turns one call's chunks into Anthropic stream events: one content block at a time
-    (text, or one tool_use per tool call), each opened, filled and closed in order."""
+    (thinking, text, or one tool_use per tool call), each opened, filled and closed in
+    order."""
 
     def __init__(self, message_id: str, model: str, input_tokens: int) -> None:
         self._message_id = message_id
@@ -116,6 +124,12 @@ class EventEncoder:
             if self._open != ("text", 0):
                 out = self._begin(("text", 0), {"type": "text", "text": ""})
             return out + self._delta({"type": "text_delta", "text": chunk.text})
+        if isinstance(chunk, ReasoningDelta):
+            out = b""
+            if self._open != ("thinking", 0):
+                out = self._begin(("thinking", 0),
+                                  {"type": "thinking", "thinking": "", "signature": ""})
+            return out + self._delta({"type": "thinking_delta", "thinking": chunk.text})
         if isinstance(chunk, ToolCallDelta):
             out = b""
             key = ("tool", chunk.call_index)

@@ -15,6 +15,7 @@ from providers.base import (
     ChatRequest,
     Finish,
     ProviderConfig,
+    ReasoningDelta,
     TextDelta,
     ToolCallDelta,
     Usage,
@@ -164,7 +165,7 @@ async def test_http_400_message_is_relayed(provider, upstream, fixture_bytes, co
         await collect(provider, REQ)
 
 
-async def test_ping_unknown_events_and_thinking_are_ignored(provider, upstream, replay,
+async def test_ping_and_unknown_events_are_ignored_thinking_is_reasoning(provider, upstream, replay,
                                                             collect) -> None:
     data = sse(
         START,
@@ -187,8 +188,10 @@ async def test_ping_unknown_events_and_thinking_are_ignored(provider, upstream, 
         ("message_stop", {"type": "message_stop"}),
     )
     upstream.post(URL).mock(return_value=replay(data)[0])
+    # Thinking is reasoning, apart from the text; its signature goes nowhere.
     assert await collect(provider, REQ) == [
-        TextDelta("ok"), Finish("length"), Usage(prompt_tokens=5, completion_tokens=9)]
+        ReasoningDelta("hmm"), TextDelta("ok"), Finish("length"),
+        Usage(prompt_tokens=5, completion_tokens=9)]
 
 
 @pytest.mark.parametrize(("stop_reason", "finish"), [

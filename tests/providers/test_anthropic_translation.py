@@ -60,7 +60,7 @@ async def test_full_conversation_translation(provider, upstream, replay, collect
     req = ChatRequest(model="claude-sonnet-4-5", messages=messages, params={
         "temperature": 0.2, "top_p": 0.9, "max_tokens": 300, "stop": ["END", "\n\nHuman:"],
         "tools": [WEATHER_TOOL, TIME_TOOL], "tool_choice": "auto", "parallel_tool_calls": False,
-        "user": "user-42", "n": 1, "seed": 3, "response_format": {"type": "json_object"}},
+        "user": "user-42", "n": 1, "seed": 3},
         extra={"top_k": 40, "frequency_penalty": 0.5, "logprobs": True})
 
     assert await sent_body(provider, upstream, replay, collect, req) == {

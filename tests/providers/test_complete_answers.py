@@ -13,6 +13,7 @@ from providers.base import (
     ChatRequest,
     Finish,
     ProviderConfig,
+    ReasoningDelta,
     TextDelta,
     ToolCallDelta,
     Usage,
@@ -98,8 +99,8 @@ async def test_anthropic_parallel_tools_match_the_stream(providers, upstream, re
     assert answer(whole) == answer(await collect(providers["anthropic"], REQS["anthropic"]))
 
 
-async def test_anthropic_ignores_thinking_and_joins_text_blocks(providers, upstream,
-                                                                complete) -> None:
+async def test_anthropic_thinking_is_reasoning_and_text_blocks_join(providers, upstream,
+                                                                    complete) -> None:
     payload = {"type": "message", "role": "assistant", "content": [
         {"type": "thinking", "thinking": "hmm", "signature": "abc"},
         {"type": "text", "text": "Deux "},
@@ -107,8 +108,10 @@ async def test_anthropic_ignores_thinking_and_joins_text_blocks(providers, upstr
         {"type": "text", "text": "blocs."},
     ], "stop_reason": "max_tokens", "usage": {"input_tokens": 5, "output_tokens": 9}}
     upstream.post(ANTHROPIC_URL).mock(return_value=httpx.Response(200, json=payload))
+    # The signature and the redacted thinking (opaque to anyone but Anthropic) go nowhere.
     assert await complete(providers["anthropic"], REQS["anthropic"]) == [
-        TextDelta("Deux blocs."), Finish("length"), Usage(prompt_tokens=5, completion_tokens=9)]
+        ReasoningDelta("hmm"), TextDelta("Deux blocs."), Finish("length"),
+        Usage(prompt_tokens=5, completion_tokens=9)]
 
 
 @pytest.mark.parametrize(("stop_reason", "finish"), [
