@@ -206,6 +206,9 @@ class Settings(BaseSettings):
     # workers here, so that the limiter choice knows it is one of several.
     workers: int = Field(1, ge=1)
     default_max_tokens_estimate: int = Field(1024, ge=1)
+    # The longest previous_response_id chain a /v1/responses call may continue (answers,
+    # one indexed read each); a longer one is a 400.
+    responses_max_chain: int = Field(100, ge=1, le=10_000)
 
     writer_queue_size: int = Field(10_000, ge=1)
     writer_batch_size: int = Field(2000, ge=1)
