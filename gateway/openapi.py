@@ -54,6 +54,7 @@ from gateway.openapi_build import (
     ref,
 )
 from gateway.openapi_messages import MESSAGES_PATHS
+from gateway.openapi_responses import RESPONSES_PATHS
 from gateway.routes.accounts import LIMIT_FIELDS
 from gateway.routes.conversations import MAX_LIMIT as MAX_CONVERSATIONS
 from gateway.routes.conversations import (
@@ -396,6 +397,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/openapi.json": {"get": operation("operations", "This document", ok(OBJ),
                                        security=PUBLIC)},
     **MESSAGES_PATHS,
+    **RESPONSES_PATHS,
 }
 
 def document() -> dict[str, Any]:

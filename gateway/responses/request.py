@@ -127,7 +127,7 @@ def _item(item: Any, where: str) -> dict[str, Any]:
     kind = item.get("type", "message")
     if kind == "message":
         role = item.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise invalid(f"{where}.role", f"'{where}.role' must be one of user, assistant, "
                           "system, developer")
         content = item.get("content")
@@ -186,6 +186,11 @@ def _tools(raw: Any) -> list[dict[str, Any]] | None:
         if not isinstance(tool.get("parameters", {}), dict | None):
             raise invalid(f"tools[{i}].parameters", f"'tools[{i}].parameters' must be a JSON "
                           "Schema object")
+        if not isinstance(tool.get("description", ""), str | None):
+            raise invalid(f"tools[{i}].description", f"'tools[{i}].description' must be a "
+                          "string")
+        if not isinstance(tool.get("strict", False), bool | None):
+            raise invalid(f"tools[{i}].strict", f"'tools[{i}].strict' must be a boolean")
         out.append(tool)
     return out
 
@@ -301,7 +306,7 @@ def parse_response(data: dict[str, Any]) -> ParsedResponse:
     reasoning = data.get("reasoning")
     if reasoning is not None:
         effort = reasoning.get("effort") if isinstance(reasoning, dict) else "?"
-        if effort is not None and effort not in EFFORTS:
+        if effort is not None and (not isinstance(effort, str) or effort not in EFFORTS):
             raise invalid("reasoning.effort", "'reasoning.effort' must be one of "
                           f"{', '.join(sorted(EFFORTS))}")
         if effort is not None:

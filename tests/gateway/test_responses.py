@@ -398,6 +398,9 @@ def test_chain_deeper_than_the_limit_is_refused(tmp_path: Path) -> None:
     ({"input": "Hi", "tool_choice": {"type": "web_search"}, "tools": [WEATHER]},
      "tool_choice"),
     ({"input": "Hi", "metadata": {"k": 1}}, "metadata"),
+    ({"input": [{"role": {}, "content": "a"}]}, "input[0].role"),
+    ({"input": "Hi", "reasoning": {"effort": {}}}, "reasoning.effort"),
+    ({"input": "Hi", "tools": [{**WEATHER, "description": 7}]}, "tools[0].description"),
 ])
 def test_invalid_requests_name_the_field(gateway: GatewayServer, account: Account,
                                          body: dict[str, Any], param: str) -> None:
