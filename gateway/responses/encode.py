@@ -31,7 +31,8 @@ def usage_body(usage: Usage | None) -> dict[str, Any] | None:
         return None
     # Chat usage counts cached tokens inside prompt_tokens, as the Responses API does.
     return {"input_tokens": usage.prompt_tokens,
-            "input_tokens_details": {"cached_tokens": usage.cached_tokens or 0},
+            "input_tokens_details": {"cached_tokens": usage.cached_tokens or 0,
+                                     "cache_write_tokens": usage.cache_creation_tokens or 0},
             "output_tokens": usage.completion_tokens,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": usage.total_tokens}
@@ -80,6 +81,10 @@ class Output:
     @property
     def status(self) -> str:
         return "incomplete" if self.finish in INCOMPLETE else "completed"
+
+    @property
+    def incomplete_reason(self) -> str | None:
+        return INCOMPLETE.get(self.finish or "")
 
     def _where(self) -> dict[str, Any]:
         index = len(self.items) - 1

@@ -28,7 +28,6 @@ from gateway.errors import APIError, invalid, not_found
 from gateway.http import CancelOnDisconnect, JSONResponse, json_object, request_id
 from gateway.responses.call import ResponsesCall
 from gateway.responses.encode import (
-    INCOMPLETE,
     EventStream,
     ResponseState,
     error_code,
@@ -102,7 +101,7 @@ def _settle(answer: ResponseState, call: ResponsesCall) -> None:
     answer.model = call.model
     answer.output = call.output.items
     answer.status = call.output.status
-    answer.incomplete_reason = INCOMPLETE.get(call.output.finish or "")
+    answer.incomplete_reason = call.output.incomplete_reason
     answer.usage = usage_body(call.usage)
 
 

@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import TypeAdapter
 
 from gateway.app import create_app
 from tests.conftest import Account, make_settings, register, set_plan
@@ -23,6 +25,7 @@ WEATHER = {"type": "function", "name": "get_weather", "description": "The weathe
            "parameters": {"type": "object", "properties": {"location": {"type": "string"}},
                           "required": ["location"]}}
 PIXEL = "data:image/png;base64,iVBORw0KGgo="
+EVENTS: TypeAdapter[ResponseStreamEvent] = TypeAdapter(ResponseStreamEvent)
 
 
 def sdk(gw: GatewayServer, key: str) -> openai.OpenAI:
@@ -165,8 +168,10 @@ def test_openai_upstream_request_translated_and_answer_retrieved(
     assert created.metadata == {"ticket": "42"} and created.max_output_tokens == 300
     assert created.temperature == 0.2 and created.text.format.type == "json_schema"
     # Stored before the answer went out: a retrieve right after finds the same object.
-    again = client.responses.retrieve(created.id)
-    assert again.model_dump() == created.model_dump()
+    again = httpx.get(gateway.url + f"/v1/responses/{created.id}",
+                      headers={"Authorization": f"Bearer {account.api_key}"})
+    assert again.status_code == 200
+    assert Response.model_validate(again.json()).model_dump() == created.model_dump()
     row = stored(gateway, account.user_id)[-1]
     assert row.source == "responses" and row.upstream_model == "gpt-4o-mini"
 
@@ -191,6 +196,8 @@ def test_stream_bytes_and_sequence_numbers(gateway: GatewayServer, account: Acco
     assert r.content.startswith(b"event: response.created\ndata: {")
     events = sse_events(r.content)
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    for event in events:  # strictly, as the SDK's types declare them
+        EVENTS.validate_python(event)
     text, usage = recorded_openai("openai_text.sse")
     deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
     assert "".join(deltas) == text and len(deltas) > 1
@@ -253,6 +260,7 @@ def test_anthropic_upstream_mid_stream_failure(gateway: GatewayServer, account: 
     events = sse_events(r.content)
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     assert events[-1]["type"] == "response.failed"
+    EVENTS.validate_python(events[-1])
     failed = events[-1]["response"]
     assert failed["status"] == "failed" and failed["error"]["code"] == "server_error"
     assert failed["error"]["message"]
