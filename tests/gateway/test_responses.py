@@ -230,6 +230,28 @@ def test_stream_bytes_and_sequence_numbers(gateway: GatewayServer, account: Acco
     assert row.source == "responses" and row.response == text and row.status == "completed"
 
 
+def test_parallel_tool_calls_are_items_of_their_own(gateway: GatewayServer, account: Account,
+                                                   upstream: FakeUpstream) -> None:
+    upstream.script(Reply.recording("openai_parallel_tools.sse", split=61))
+    r = post(gateway, account.api_key, {"model": "gpt-4o-mini", "input": "Paris and Tokyo?",
+                                        "tools": [WEATHER], "stream": True})
+    events = sse_events(r.content)
+    added = [e["item"] for e in events if e["type"] == "response.output_item.added"]
+    assert [(i["type"], i["call_id"], i["arguments"]) for i in added] == [
+        ("function_call", "call_2bVn8QwLz5Xc1RtYk7HmJp4s", ""),
+        ("function_call", "call_9fGh3KsLq6WeP2zAx8NcVb1m", "")]
+    final = events[-1]["response"]
+    assert [(i["call_id"], i["name"], i["arguments"], i["status"])
+            for i in final["output"]] == [
+        ("call_2bVn8QwLz5Xc1RtYk7HmJp4s", "get_weather", '{"location":"Paris"}', "completed"),
+        ("call_9fGh3KsLq6WeP2zAx8NcVb1m", "get_weather", '{"location":"東京"}', "completed")]
+    done = [e for e in events if e["type"] == "response.function_call_arguments.done"]
+    assert [(e["output_index"], e["arguments"]) for e in done] == [
+        (0, '{"location":"Paris"}'), (1, '{"location":"東京"}')]
+    assert sent(upstream)["tools"] == [{"type": "function", "function": {
+        k: WEATHER[k] for k in ("name", "description", "parameters")}}]
+
+
 # -- an Anthropic upstream ------------------------------------------------------------------
 
 def test_anthropic_upstream_streamed_tools(gateway: GatewayServer, account: Account,
