@@ -85,6 +85,10 @@ RESPONSE = {**obj({
     "metadata": {"type": "object", "additionalProperties": STR},
     "temperature": NUM, "top_p": NUM, "tools": array(OBJ), "parallel_tool_calls": BOOL,
     "tool_choice": {"anyOf": [STR, OBJ]}}), **OPEN}
+# One server-sent event as schemathesis reads it: its ``event:`` line (the data's ``type``)
+# and its ``data:``, a JSON object with a ``sequence_number``.
+EVENT = {**obj({"event": {"type": "string", "pattern": "^response\\.[a-z_.]+$"},
+                "data": {**STR, "contentMediaType": "application/json"}}), **OPEN}
 RESPONSE_ID = [path_param("response_id", STR, "The response's id (resp_…).")]
 CREATED: dict[int, Any] = {200: {
     "description": "The response; with `stream: true` server-sent events with `event:` "
@@ -92,7 +96,7 @@ CREATED: dict[int, Any] = {200: {
                    "response.incomplete or response.failed).",
     "headers": {**REQUEST_ID, **headers(RATE_LIMIT_HEADERS, required=True)},
     "content": {"application/json": {"schema": RESPONSE},
-                "text/event-stream": {"schema": STR}}}}
+                "text/event-stream": {"schema": EVENT}}}}
 
 RESPONSES_PATHS: dict[str, dict[str, Schema]] = {
     "/v1/responses": {"post": operation(
