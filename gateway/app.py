@@ -52,6 +52,7 @@ from gateway.routes import (
     metrics,
     openapi,
     password_reset,
+    responses,
 )
 from gateway.routing import MethodNotAllowed
 from gateway.settings import Settings
@@ -67,6 +68,7 @@ from storage.jobs import JobStore
 from storage.models import utcnow
 from storage.password_resets import PasswordResetStore
 from storage.reads import ReadEngine
+from storage.responses import ResponseStore
 from storage.spool import Spool
 from storage.writer import RequestWriter
 from webui import static_app
@@ -95,8 +97,9 @@ def api_routes() -> list[BaseRoute]:
     """Every API route the router serves (the hot ``chat.FAST`` ones aside), each of them
     described in gateway/openapi.py (tests/gateway/test_openapi.py checks it)."""
     return [*health.routes, *accounts.routes, *password_reset.routes, *chat.routes,
-            *embeddings.routes, *messages.routes, *limits.routes, *legacy.routes, *history.routes,
-            *conversations.routes, *admin.routes, *metrics.routes, *openapi.routes]
+            *embeddings.routes, *messages.routes, *responses.routes, *limits.routes,
+            *legacy.routes, *history.routes, *conversations.routes, *admin.routes,
+            *metrics.routes, *openapi.routes]
 
 
 def create_app(settings: Settings, *,
@@ -218,6 +221,7 @@ def create_app(settings: Settings, *,
             default_ttl=settings.cache_ttl_seconds)
         state.history = HistoryStore(state.engine, state.reads)
         state.conversations = ConversationStore(state.engine, state.reads)
+        state.responses = ResponseStore(state.engine)
         state.jobs = JobRunner(JobStore(state.engine), state.call_services, state.catalog,
                                workers=settings.job_workers if settings.jobs_enabled else 0,
                                lease_seconds=settings.job_lease_seconds,

@@ -56,6 +56,7 @@ from gateway.openapi_build import (
     ref,
 )
 from gateway.openapi_messages import MESSAGES_PATHS
+from gateway.openapi_responses import RESPONSES_PATHS
 from gateway.ratelimit.spend import DEFAULT_PERIOD, MAX_BUDGET_USD, PERIODS
 from gateway.routes.accounts import LIMIT_FIELDS
 from gateway.routes.conversations import MAX_LIMIT as MAX_CONVERSATIONS
@@ -447,6 +448,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/openapi.json": {"get": operation("operations", "This document", ok(OBJ),
                                        security=PUBLIC)},
     **MESSAGES_PATHS,
+    **RESPONSES_PATHS,
 }
 
 def document() -> dict[str, Any]:

@@ -203,6 +203,9 @@ class Settings(BaseSettings):
     # Deeper JSON is refused with a 400 naming the field: nothing legitimate nests this far,
     # and the writer (orjson, 255 levels) could not store it.
     max_json_depth: int = Field(64, ge=8, le=255)
+    # The longest previous_response_id chain a /v1/responses call may continue (answers,
+    # one indexed read each); a longer one is a 400.
+    responses_max_chain: int = Field(100, ge=1, le=10_000)
     # uvicorn answers 503 once this many connections (or requests) are open. Every open
     # stream is a connection and holds an upstream one: the same bound as the upstream pool,
     # so normal load (bench/README.md: 5,000 open streams) is never turned away.

@@ -112,7 +112,7 @@ class InferenceRequest(SQLModel, table=True):
     api_key_id: uuid.UUID | None = Field(default=None, foreign_key="api_keys.id",
                                          ondelete="SET NULL")
     request_id: str | None = Field(default=None, max_length=64)
-    source: str = Field(default="v1", max_length=10)  # v1 | legacy | embed | messages
+    source: str = Field(default="v1", max_length=10)  # v1 | legacy | embed | messages | responses
     model: str = Field(max_length=200)
     provider: str = Field(default="", max_length=100)
     upstream_model: str | None = Field(default=None, max_length=200)
@@ -165,6 +165,38 @@ class Conversation(SQLModel, table=True):
     max_tokens: int | None = None
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
+
+
+class StoredResponse(SQLModel, table=True):
+    """A Responses API answer kept for ``GET /v1/responses/{id}`` and for a later call's
+    ``previous_response_id`` (storage/responses.py); the call itself is its
+    ``inference_requests`` row (``request_row_id``)."""
+
+    __tablename__ = "responses"
+    __table_args__ = (sa.Index("ix_responses_user_created", "user_id", "created_at"),)
+
+    id: str = Field(primary_key=True, max_length=64)  # resp_…
+    user_id: uuid.UUID = Field(foreign_key="users.id", ondelete="CASCADE")
+    # No foreign key: the writer stores the call's row in its next batch, after this one.
+    request_row_id: uuid.UUID
+    model: str = Field(max_length=200)
+    instructions: str | None = Field(default=None, sa_type=sa.Text)
+    input_items: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONType)
+    output_items: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONType)
+    previous_response_id: str | None = Field(default=None, max_length=64)
+    status: str = Field(max_length=20)  # completed | incomplete | failed
+    usage: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
+    # ``metadata`` is SQLAlchemy's own attribute on a mapped class: the column keeps the
+    # API's name, the attribute does not.
+    metadata_: dict[str, Any] = Field(default_factory=dict,
+                                      sa_column=sa.Column("metadata", JSONType,
+                                                          nullable=False))
+    # What the answer echoes (temperature, tools, text, ...), the reason it is incomplete
+    # and the error it failed with, as the response object shows them.
+    parameters: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    incomplete_reason: str | None = Field(default=None, max_length=30)
+    error: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
+    created_at: datetime = _ts()
 
 
 class UsageDaily(SQLModel, table=True):

@@ -22,7 +22,7 @@ from gateway.pricing import PriceTable, usd
 from storage.history import USAGE_COUNTERS, HistoryFilter
 
 STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
-SOURCES = ("v1", "legacy", "embed", "messages")
+SOURCES = ("v1", "legacy", "embed", "messages", "responses")
 MAX_LIMIT = 100
 MAX_STATS_DAYS = 366
 MAX_QUERY_CHARS = 500
@@ -129,7 +129,8 @@ def _filters(request: Request) -> HistoryFilter:
     statuses = choices_param(request, "status", STATUSES)
     source = query.get("source") or None
     if source is not None and source not in SOURCES:
-        raise invalid("source", "'source' must be 'v1', 'legacy', 'embed' or 'messages'")
+        raise invalid("source", "'source' must be 'v1', 'legacy', 'embed', 'messages' or "
+                      "'responses'")
     model = text_param(request, "model", MAX_MODEL_CHARS)
     text = text_param(request, "q", MAX_QUERY_CHARS)
     since, until = _when(request, "from", end=False), _when(request, "to", end=True)

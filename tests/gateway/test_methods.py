@@ -26,6 +26,8 @@ WRONG = [
     ("GET", "/v1/embeddings", "POST"),
     ("GET", "/v1/messages", "POST"),
     ("PUT", "/v1/messages/count_tokens", "POST"),
+    ("GET", "/v1/responses", "POST"),
+    ("PATCH", "/v1/responses/resp_1", "GET, HEAD, DELETE"),
     ("POST", "/v1/models", "GET, HEAD"),
     ("DELETE", "/v1/models/gpt-4o", "GET, HEAD"),
     ("POST", "/health", "GET, HEAD"),
