@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=9200)
     parser.add_argument("--upstream", required=True, help="the mock's base URL")
     args = parser.parse_args(argv)
-    # As `gateway serve` runs uvicorn: no access log, no server header.
+    # As `gateway serve` runs uvicorn: no access log, no server header, no WebSockets.
     uvicorn.run(build_app(args.upstream), host=args.host, port=args.port, access_log=False,
-                log_level="warning", server_header=False)
+                log_level="warning", server_header=False, ws="none")
 
 
 if __name__ == "__main__":
