@@ -12,6 +12,8 @@
   (``gateway serve`` migrates in a child process, a variant in the server).
 - ``trim``: a thread calls glibc's ``malloc_trim(0)`` once a second: whether handing freed
   heap back to the system lowers the RSS left by a burst (the idle RSS after warm-up).
+- ``bounded``: the writer binds at most 256 rows per statement even when backed up
+  (shipped: the whole queue in one statement), to see what its transient peak leaves in RSS.
 
 Nothing here is used by the product; results of a variant run say so in their notes.
 """
@@ -23,7 +25,20 @@ import logging
 import os
 from typing import Any
 
-VARIANTS = ("httpcore", "nospool", "baseline", "trim")
+VARIANTS = ("httpcore", "nospool", "baseline", "trim", "bounded")
+BOUNDED_ROWS = 256
+
+
+def _bounded_statements() -> None:
+    from storage.writer import RequestWriter
+
+    commit = RequestWriter._commit
+
+    async def bounded(self: Any, batch: Any, rows_per_statement: int | None,
+                      **kwargs: Any) -> None:
+        await commit(self, batch, rows_per_statement or BOUNDED_ROWS, **kwargs)
+
+    RequestWriter._commit = bounded  # type: ignore[method-assign]
 
 
 def _trim_every_second() -> None:
@@ -52,6 +67,8 @@ def app_factory() -> Any:
     settings = load_settings(**({"writer_spool": False} if "nospool" in chosen else {}))
     if "trim" in chosen:
         _trim_every_second()
+    if "bounded" in chosen:
+        _bounded_statements()
     transport = None
     if "httpcore" in chosen:
         n = settings.upstream_max_connections
