@@ -58,7 +58,7 @@ def mask_key(prefix: str, suffix: str) -> str:
 @cache
 def _jose() -> Any:
     """python-jose, imported at the first session token: with ``cryptography`` under it,
-    it is ~11 MB of RSS a gateway serving only API keys never needs (bench/README.md)."""
+    it is ~10 MB of RSS a gateway serving only API keys never needs (bench/README.md)."""
     import jose
     import jose.jwt
 

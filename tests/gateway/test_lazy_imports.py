@@ -1,5 +1,5 @@
 """A gateway that serves API keys does not load what only other features use: python-jose
-(with cryptography, ~11 MB of RSS) comes with the first session token, aiosmtplib with the
+(with cryptography, ~10 MB of RSS) comes with the first session token, aiosmtplib with the
 first mail, alembic only when migrating (bench/README.md has the measurements)."""
 
 from __future__ import annotations
