@@ -66,7 +66,7 @@ def anthropic_body(model: str, stream: bool) -> dict[str, Any]:
 class Target:
     """Something that answers chat completions: the mock itself, nginx, or a gateway."""
 
-    name: str  # "direct" | "nginx" | "gateway" | "gateway-pg"
+    name: str  # "direct" | "nginx" | "bare" | "gateway"
     proc: Proc
     headers: dict[str, str] = field(default_factory=dict)
     is_gateway: bool = False
@@ -97,6 +97,7 @@ class Run:
     results: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     restart: Callable[[], Proc] | None = None  # a fresh gateway process (same data)
+    bare: Target | None = None  # the bare relay (bench/bare_relay.py): issue 17's reference
 
     async def fresh(self) -> None:
         """Start each scenario from a fresh, warmed-up gateway: state left by the previous
@@ -116,8 +117,8 @@ class Run:
 
     @property
     def targets(self) -> list[Target]:
-        """Direct first (the baseline), then nginx, then the gateway."""
-        return [t for t in (self.mock, self.nginx, self.gateway) if t is not None]
+        """Direct first (the baseline), then nginx and the bare relay, then the gateway."""
+        return [t for t in (self.mock, self.nginx, self.bare, self.gateway) if t is not None]
 
     async def ready(self, target: Target) -> dict[str, Any]:
         """The gateway's ``/ready`` JSON (writer pending/dropped/written)."""

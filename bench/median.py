@@ -58,19 +58,21 @@ def _spread(values: list[Any], runs: int) -> str:
     return mid + _count(values, runs)
 
 
-def _rows(results: list[dict[str, Any]], runs: int) -> list[list[str]]:
+def _rows(results: list[dict[str, Any]], runs: int, *,
+          backends: bool = False) -> list[list[str]]:
     """One row per metric (and chunk count) found in any of the results, in table order."""
     groups: dict[tuple[str, str], list[report.Reading]] = {}
     for r in results:
-        for x in report.readings(r):
+        for x in report.readings(r, backends=backends):
             groups.setdefault((x.metric, x.which), []).append(x)
     order = list(report.THRESHOLDS)
     rows: list[list[str]] = []
     for (metric, which), xs in sorted(groups.items(), key=lambda g: order.index(g[0][0])):
         notes = " / ".join(dict.fromkeys(x.note for x in xs if x.note))
-        gateway, direct, nginx = ([getattr(x, col) for x in xs]
-                                  for col in ("gateway", "direct", "nginx"))
+        gateway, bare, direct, nginx = ([getattr(x, col) for x in xs]
+                                        for col in ("gateway", "bare", "direct", "nginx"))
         rows.append([report.label(metric, which, notes), _spread(gateway, runs),
+                     report.fmt(_median(bare)) + _count(bare, runs),
                      report.fmt(_median(direct)) + _count(direct, runs),
                      report.fmt(_median(nginx)) + _count(nginx, runs),
                      report.THRESHOLDS[metric].target,
@@ -80,8 +82,8 @@ def _rows(results: list[dict[str, Any]], runs: int) -> list[list[str]]:
 
 def markdown(paths: list[Path], runs: list[dict[str, Any]]) -> str:
     meta = runs[0].get("meta", {})
-    head = ["metric", "gateway: median [min–max]", "mock direct", "nginx", "target",
-            "result (median)"]
+    head = ["metric", "gateway: median [min–max]", "bare relay", "mock direct", "nginx",
+            "target", "result (median)"]
     md = [f"# Gateway benchmark — median of {len(runs)} {meta.get('mode')} runs", ""]
     if meta.get("variant"):
         md += [f"EXPERIMENT: variant '{meta['variant']}' (see bench/variants.py).", ""]
@@ -89,13 +91,15 @@ def markdown(paths: list[Path], runs: list[dict[str, Any]]) -> str:
                        [[p.name, r.get("meta", {}).get("started"), r.get("meta", {}).get("git")]
                         for p, r in zip(paths, runs, strict=True)])
     md += ["Gateway: median [min–max] over the runs that have the metric (n= when fewer than "
-           "all); mock direct and nginx: median. PASS/MISS judges the median.", ""]
+           "all); bare relay, mock direct and nginx: median. PASS/MISS judges the median. "
+           "The rows marked ÷ bare relay (or − bare relay's) are the ratio (difference) of "
+           "each run, measured side by side: issue 17's targets.", ""]
     md += ["## Targets", "", *report.table(head, _rows(runs, len(runs)))]
     backends = [b for r in runs if (b := r.get("backends")) and not b.get("skipped")]
     if backends:
         md += [f"## Same with {backends[0].get('label')}", "",
                "The targets are set for SQLite + the memory limiter; shown here to compare.", ""]
-        md += report.table(head, _rows(backends, len(runs)))
+        md += report.table(head, _rows(backends, len(runs), backends=True))
     return "\n".join(md)
 
 

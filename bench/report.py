@@ -59,7 +59,26 @@ THRESHOLDS: dict[str, Threshold] = {
     "soak_rss_growth_pct": Threshold("soak RSS growth after warm-up (%)", "≤ 5 (levels off)",
                                      lambda v: v <= 5),
     "soak_writer_drops": Threshold("soak writer drops", "0", lambda v: v == 0),
+    # Issue 17: the gateway against the bare relay (bench/bare_relay.py) of the same run.
+    "rps_x_bare": Threshold("non-streaming req/s ÷ bare relay, best of 16/64 conns", "≥ 0.7",
+                            lambda v: v >= 0.7),
+    "added_p50_over_bare_ms": Threshold("p50 one at a time − bare relay's (ms)", "≤ 0.2",
+                                        lambda v: v <= 0.2),
+    "stream_rps_x_bare": Threshold("streamed req/s at saturation ÷ bare relay", "≥ 0.8",
+                                   lambda v: v >= 0.8),
+    "events_x_bare": Threshold("SSE events/s at saturation ÷ bare relay", "≥ 0.8",
+                               lambda v: v >= 0.8),
+    "cpu_event_x_bare": Threshold("CPU µs per SSE event ÷ bare relay", "≤ 1.25",
+                                  lambda v: v <= 1.25),
+    "backends_rps_x_bare": Threshold(
+        "PostgreSQL + Redis: non-streaming req/s ÷ bare relay, best of 16/64 conns", "≥ 0.6",
+        lambda v: v >= 0.6),
 }
+# The metrics judged as the gateway's ratio to (or difference from) the bare relay.
+VERSUS_BARE = ("rps_x_bare", "added_p50_over_bare_ms", "stream_rps_x_bare", "events_x_bare",
+               "cpu_event_x_bare", "backends_rps_x_bare")
+# Absolute metrics that also read as a ratio of the gateway's figure to each reference's.
+RATIOS = ("rps", "cpu_us_per_req", "events_per_s", "cpu_us_per_event", "idle_rss_mb")
 
 
 class Reading(NamedTuple):
@@ -71,6 +90,7 @@ class Reading(NamedTuple):
     nginx: Any = None
     which: str = ""  # tells apart rows of one metric ("20 chunks"): part of the row's identity
     note: str = ""  # this run's context ("best at 16 conns"): not part of it
+    bare: Any = None  # the bare relay's figure (bench/bare_relay.py)
 
 
 def label(metric: str, which: str = "", note: str = "") -> str:
@@ -80,6 +100,54 @@ def label(metric: str, which: str = "", note: str = "") -> str:
 
 def verdict(metric: str, value: Any) -> str:
     return "n/a" if value is None else ("PASS" if THRESHOLDS[metric].ok(value) else "MISS")
+
+
+def ratio(part: Any, whole: Any) -> float | None:
+    """``part / whole`` to three decimals, or None when either is missing (or ``whole`` 0)."""
+    return round(part / whole, 3) if part is not None and whole else None
+
+
+def ratios(x: Reading) -> tuple[float | None, float | None, float | None]:
+    """The gateway's figure over the bare relay's, nginx's and the mock's (for RATIOS)."""
+    if x.metric not in RATIOS:
+        return None, None, None
+    return ratio(x.gateway, x.bare), ratio(x.gateway, x.nginx), ratio(x.gateway, x.direct)
+
+
+def best_rps(r: dict[str, Any], name: str, conns: tuple[str, ...] = ("16", "64")) -> Any:
+    """``name``'s best non-streaming req/s over ``conns`` connections (over every count run
+    when none of those was)."""
+    rows = r.get("throughput") or {}
+    counts = [c for c in rows if c in conns] or list(rows)
+    values = [v for c in counts if (v := _get(rows, c, name, "rps")) is not None]
+    return max(values, default=None)
+
+
+def versus_bare(r: dict[str, Any], *, backends: bool = False) -> list[Reading]:
+    """Issue 17's ratios: the gateway next to the bare relay measured in the same run.
+    ``backends``: ``r`` is the PostgreSQL + Redis part, judged on throughput alone."""
+    rps = ratio(best_rps(r, "gateway"), best_rps(r, "bare"))
+    if backends:
+        return [Reading("backends_rps_x_bare", rps)] if rps is not None else []
+    out: list[Reading] = []
+    if rps is not None:
+        out.append(Reading("rps_x_bare", rps))
+    seq = r.get("sequential") or {}
+    gw_p50, bare_p50 = _get(seq, "gateway", "p50_ms"), _get(seq, "bare", "p50_ms")
+    if gw_p50 is not None and bare_p50 is not None:
+        out.append(Reading("added_p50_over_bare_ms", round(gw_p50 - bare_p50, 3)))
+    stream = r.get("streaming") or {}
+    for c in sorted(stream, key=int):
+        sat = stream[c]["saturation"]
+        for metric, key in (("stream_rps_x_bare", "rps"), ("events_x_bare", "events_per_s"),
+                            ("cpu_event_x_bare", "cpu_us_per_event")):
+            value = ratio(_get(sat, "gateway", key), _get(sat, "bare", key))
+            if value is not None:
+                out.append(Reading(metric, value, which=f"{c} chunks"))
+    backend = r.get("backends") or {}
+    if backend and not backend.get("skipped"):
+        out += versus_bare(backend, backends=True)
+    return out
 
 
 def _pct(part: Any, whole: Any) -> float | None:
@@ -102,23 +170,27 @@ def _per_gb(point: Row) -> int | None:
     return round(2**20 / kb) if kb else None
 
 
-def readings(r: dict[str, Any]) -> list[Reading]:
-    """The headline numbers of one run (or of its PostgreSQL + Redis part)."""
+def readings(r: dict[str, Any], *, backends: bool = False) -> list[Reading]:
+    """The headline numbers of one run (or, ``backends``, of its PostgreSQL + Redis part),
+    the ratios to the bare relay last."""
     out: list[Reading] = []
     conns, best = _best_tput(r)
     gw = best.get("gateway", {})
     out.append(Reading("rps", gw.get("rps"), _get(best, "direct", "rps"),
-                       _get(best, "nginx", "rps"), note=f"best at {conns} conns" if conns else ""))
+                       _get(best, "nginx", "rps"), note=f"best at {conns} conns" if conns else "",
+                       bare=_get(best, "bare", "rps")))
     out.append(Reading("cpu_us_per_req", gw.get("cpu_us_per_req"),
                        _get(best, "direct", "cpu_us_per_req"),
-                       _get(best, "nginx", "cpu_us_per_req")))
+                       _get(best, "nginx", "cpu_us_per_req"),
+                       bare=_get(best, "bare", "cpu_us_per_req")))
     if _get(r, "throughput", "256") is not None:
         out.append(Reading("rps_256_pct", *(_pct_at_256(r, n)
                                             for n in ("gateway", "direct", "nginx"))))
     seq = r.get("sequential") or {}
     for p in ("p50", "p99"):
         out.append(Reading(f"added_{p}_ms", _get(seq, "gateway", f"added_{p}_ms"),
-                           _get(seq, "direct", f"{p}_ms"), _get(seq, "nginx", f"added_{p}_ms")))
+                           _get(seq, "direct", f"{p}_ms"), _get(seq, "nginx", f"added_{p}_ms"),
+                           bare=_get(seq, "bare", f"added_{p}_ms")))
     fixed = r.get("fixed_rate") or {}
     if fixed:
         out.append(Reading("fixed_p99_ms", _get(fixed, "at_50pct", "p99_ms"),
@@ -130,14 +202,16 @@ def readings(r: dict[str, Any]) -> list[Reading]:
         sat = stream[chunks]["saturation"]
         out.append(Reading("events_per_s", *(_get(sat, n, "events_per_s")
                                              for n in ("gateway", "direct", "nginx")),
-                           note=f"{chunks} chunks"))
+                           note=f"{chunks} chunks", bare=_get(sat, "bare", "events_per_s")))
         out.append(Reading("cpu_us_per_event", *(_get(sat, n, "cpu_us_per_event")
-                                                 for n in ("gateway", "direct", "nginx"))))
+                                                 for n in ("gateway", "direct", "nginx")),
+                           bare=_get(sat, "bare", "cpu_us_per_event")))
         for c in sorted(stream, key=int):
             lat = stream[c]["latency"]
             out.append(Reading("added_ttft_p50_ms", _get(lat, "gateway", "added_ttft_p50_ms"),
                                _get(lat, "direct", "ttft_p50_ms"),
-                               _get(lat, "nginx", "added_ttft_p50_ms"), which=f"{c} chunks"))
+                               _get(lat, "nginx", "added_ttft_p50_ms"), which=f"{c} chunks",
+                               bare=_get(lat, "bare", "added_ttft_p50_ms")))
     held = _get(r, "open_streams", "gateway") or {}
     if held:
         ngx = _get(r, "open_streams", "nginx") or {}
@@ -152,14 +226,21 @@ def readings(r: dict[str, Any]) -> list[Reading]:
     if soak:
         out.append(Reading("soak_rss_growth_pct", soak.get("rss_growth_after_warmup_pct")))
         out.append(Reading("soak_writer_drops", soak.get("writer_dropped")))
-    return out
+    return out + versus_bare(r, backends=backends)
 
 
 def targets(r: dict[str, Any]) -> list[Row]:
     """Each headline result of one run next to its target, with PASS/MISS."""
-    return [{"metric": label(x.metric, x.which, x.note), "gateway": x.gateway,
-             "direct": x.direct, "nginx": x.nginx, "target": THRESHOLDS[x.metric].target,
-             "result": verdict(x.metric, x.gateway)} for x in readings(r)]
+    rows = []
+    for x in readings(r):
+        x_bare, x_nginx, x_direct = ratios(x)
+        rows.append({"metric": label(x.metric, x.which, x.note), "key": x.metric,
+                     "versus_bare": x.metric in VERSUS_BARE, "gateway": x.gateway,
+                     "bare": x.bare, "direct": x.direct, "nginx": x.nginx, "x_bare": x_bare,
+                     "x_nginx": x_nginx, "x_direct": x_direct,
+                     "target": THRESHOLDS[x.metric].target,
+                     "result": verdict(x.metric, x.gateway)})
+    return rows
 
 
 def fmt(v: Any) -> str:
@@ -192,10 +273,20 @@ def markdown(r: dict[str, Any]) -> str:
     meta = r.get("meta", {})
     md = [f"# Gateway benchmark — {meta.get('mode')} run, {meta.get('started')}", ""]
     md += [f"- {n}" for n in r.get("notes", [])] + [""]
+    rows = r.get("targets", [])
+    versus = [t for t in rows if t.get("versus_bare")]
+    if versus:
+        md += ["## Against the bare relay (issue 17)", "",
+               "The gateway's figure over the bare relay's measured in the same run "
+               "(bench/bare_relay.py), or for latency the difference.", ""]
+        md += table(["metric", "gateway vs bare", "target", "result"],
+                    [[t["metric"], t["gateway"], t["target"], t["result"]] for t in versus])
     md += ["## Targets", ""]
-    md += table(["metric", "gateway", "mock direct", "nginx", "target", "result"],
-                 [[t["metric"], t["gateway"], t["direct"], t["nginx"], t["target"], t["result"]]
-                  for t in r.get("targets", [])])
+    md += table(["metric", "gateway", "bare relay", "mock direct", "nginx", "÷ bare", "÷ nginx",
+                 "÷ direct", "target", "result"],
+                [[t["metric"], t["gateway"], t.get("bare"), t["direct"], t["nginx"],
+                  t.get("x_bare"), t.get("x_nginx"), t.get("x_direct"), t["target"],
+                  t["result"]] for t in rows if not t.get("versus_bare")])
     if (mock := r.get("mock_selfcheck")):
         md += [f"Mock alone: {fmt(mock.get('rps'))} req/s, {fmt(mock.get('cpu_us_per_req'))} "
                "µs CPU/req (it shares a core with the load generator).", ""]

@@ -100,7 +100,7 @@ async def _backend_scenarios(run: Run, selected: set[str]) -> None:
             await step(run)
 
 
-def _backends(mode: Mode, work: Path, mock: procs.Proc, selected: set[str],
+def _backends(mode: Mode, work: Path, mock: procs.Proc, bare: procs.Proc, selected: set[str],
               variant: str | None) -> dict[str, Any]:
     """Scenario 6: the same with PostgreSQL storage and the Redis limiter."""
     label = "PostgreSQL + Redis"
@@ -120,7 +120,7 @@ def _backends(mode: Mode, work: Path, mock: procs.Proc, selected: set[str],
                         fixed_fractions=(0.5,))
         run = Run(bmode, work, Target("direct", mock),
                   Target("gateway", gateway, {"Authorization": f"Bearer {key}"}, True, ext),
-                  None, wrk.available(), restart=restart)
+                  None, wrk.available(), restart=restart, bare=Target("bare", bare))
         _loop_run(_backend_scenarios(run, selected))
         return {"label": label, **run.results}
     finally:
@@ -147,6 +147,8 @@ def run(mode_name: str, *, soak_seconds: float | None = None, use_nginx: bool = 
     notes = [
         f"Gateway pinned to core {procs.GATEWAY_CORE}; mock, load generator (and PostgreSQL/"
         f"Redis) on core {procs.LOAD_CORE}. nginx: one worker on the gateway's core.",
+        "Bare relay: Starlette + uvicorn relaying to the mock through aiohttp, on the gateway's "
+        "core (bench/bare_relay.py): no auth, limits or storage; the ratios are against it.",
         "Auth (API key), rate limiting and persistence on; the bench user is on 'enterprise', "
         "whose limits were raised for the run in subscription_plans: "
         + ", ".join(f"{k}={v:,}" for k, v in PLAN_LIMITS.items()) + ".",
@@ -166,6 +168,8 @@ def run(mode_name: str, *, soak_seconds: float | None = None, use_nginx: bool = 
     try:
         mock = services.start_mock(work)
         started.append(mock)
+        bare = services.start_bare(work, mock.port)
+        started.append(bare)
         env = services.gateway_env(work, mock.port, Backends("sqlite"), variant)
         key = services.prepare_gateway(env)
         gateway = services.start_gateway(env, work, "sqlite")
@@ -175,19 +179,20 @@ def run(mode_name: str, *, soak_seconds: float | None = None, use_nginx: bool = 
             started.append(nginx)
         elif use_nginx:
             notes.append("nginx not found: no reference row.")
-        log(f"mock :{mock.port}, gateway :{gateway.port}"
+        log(f"mock :{mock.port}, bare relay :{bare.port}, gateway :{gateway.port}"
             + (f", nginx :{nginx.port}" if nginx else "") + f"; work dir {work}")
         bench = Run(mode, work, Target("direct", mock),
                     Target("gateway", gateway, {"Authorization": f"Bearer {key}"}, True),
                     Target("nginx", nginx) if nginx else None, use_wrk, notes=notes,
-                    restart=functools.partial(services.start_gateway, env, work, "sqlite"))
+                    restart=functools.partial(services.start_gateway, env, work, "sqlite"),
+                    bare=Target("bare", bare))
         bench.results["meta"] = _meta(mode, use_wrk, nginx is not None) | {"variant": variant}
         _loop_run(_scenarios(bench, selected, soak_s))
         bench.gateway.proc.stop()
         if nginx is not None:
             nginx.stop()
         if "backends" in selected:
-            bench.results["backends"] = _backends(mode, work, mock, selected, variant)
+            bench.results["backends"] = _backends(mode, work, mock, bare, selected, variant)
         results = {**bench.results, "notes": notes}
         results["targets"] = report.targets(results)
     finally:

@@ -53,7 +53,7 @@ async def sequential(run: Run) -> None:
     for target in run.targets:
         out[target.name] = await run.measured(target, lambda t=target: run.closed(
             t, body_for(t), 1, run.mode.wrk_seconds))
-    for name in ("nginx", "gateway"):
+    for name in ("nginx", "bare", "gateway"):
         if name in out:
             for p in ("p50_ms", "p99_ms"):
                 out[name][f"added_{p}"] = added(out[name].get(p), out["direct"].get(p))

@@ -35,7 +35,7 @@ async def streaming(run: Run) -> None:
         body = openai_body(PACED[chunks], True)
         latency = {t.name: await _streams(run, t, body, 1, run.mode.stream_seconds)
                    for t in run.targets}
-        for name in ("nginx", "gateway"):
+        for name in ("nginx", "bare", "gateway"):
             if name in latency:
                 for key in ("ttft_p50_ms", "ttft_p99_ms", "gap_p50_ms", "gap_p99_ms",
                             "gap_mean_ms"):

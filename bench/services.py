@@ -53,6 +53,15 @@ def start_mock(log_dir: Path) -> Proc:
                        port=port, core=LOAD_CORE, log_dir=log_dir, env={"PYTHONPATH": str(REPO)})
 
 
+def start_bare(log_dir: Path, mock_port: int) -> Proc:
+    """The bare relay (bench/bare_relay.py) to the mock, pinned to the gateway's core."""
+    port = procs.free_port()
+    return procs.start("bare", [sys.executable, "-m", "bench.bare_relay", "--port", str(port),
+                                "--upstream", f"http://127.0.0.1:{mock_port}"],
+                       port=port, core=GATEWAY_CORE, log_dir=log_dir,
+                       env={"PYTHONPATH": str(REPO)})
+
+
 def write_config(path: Path, mock_port: int) -> None:
     models = ", ".join(f'"{m}"' for m in MODELS)
     amodels = ", ".join(f'"{ANTHROPIC_PREFIX}{m}" = "{m}"' for m in MODELS)

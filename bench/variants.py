@@ -10,6 +10,10 @@
   measure what the spool costs the hot path.
 - ``baseline``: no change, launched like the variants: the other side of a comparison
   (``gateway serve`` migrates in a child process, a variant in the server).
+- ``trim``: a thread calls glibc's ``malloc_trim(0)`` once a second: whether handing freed
+  heap back to the system lowers the RSS left by a burst (the idle RSS after warm-up).
+- ``bounded``: the writer binds at most 256 rows per statement even when backed up
+  (shipped: the whole queue in one statement), to see what its transient peak leaves in RSS.
 
 Nothing here is used by the product; results of a variant run say so in their notes.
 """
@@ -21,7 +25,35 @@ import logging
 import os
 from typing import Any
 
-VARIANTS = ("httpcore", "nospool", "baseline")
+VARIANTS = ("httpcore", "nospool", "baseline", "trim", "bounded")
+BOUNDED_ROWS = 256
+
+
+def _bounded_statements() -> None:
+    from storage.writer import RequestWriter
+
+    commit = RequestWriter._commit
+
+    async def bounded(self: Any, batch: Any, rows_per_statement: int | None,
+                      **kwargs: Any) -> None:
+        await commit(self, batch, rows_per_statement or BOUNDED_ROWS, **kwargs)
+
+    RequestWriter._commit = bounded  # type: ignore[method-assign]
+
+
+def _trim_every_second() -> None:
+    import ctypes
+    import threading
+    import time
+
+    libc = ctypes.CDLL("libc.so.6")
+
+    def trim() -> None:
+        while True:
+            time.sleep(1.0)
+            libc.malloc_trim(0)
+
+    threading.Thread(target=trim, name="malloc-trim", daemon=True).start()
 
 
 def app_factory() -> Any:
@@ -33,6 +65,10 @@ def app_factory() -> Any:
 
     chosen = set(filter(None, os.environ.get("BENCH_VARIANT", "").split(",")))
     settings = load_settings(**({"writer_spool": False} if "nospool" in chosen else {}))
+    if "trim" in chosen:
+        _trim_every_second()
+    if "bounded" in chosen:
+        _bounded_statements()
     transport = None
     if "httpcore" in chosen:
         n = settings.upstream_max_connections
@@ -61,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     uvicorn.run("bench.variants:app_factory", factory=True, host=args.host, port=args.port,
                 access_log=False, log_level=args.log_level, timeout_graceful_shutdown=30,
-                server_header=False)
+                server_header=False, ws="none")  # as `gateway serve` runs it
 
 
 if __name__ == "__main__":

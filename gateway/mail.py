@@ -6,8 +6,6 @@ import asyncio
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 
-import aiosmtplib
-
 from gateway.settings import smtp_url_parts
 
 
@@ -46,6 +44,10 @@ class SmtpMailer:
 
     async def send(self, message: EmailMessage) -> None:
         """Deliver one message or raise ``MailError``; gives up after the timeout."""
+        # Imported at the first message, not at start-up: ~2.5 MB of RSS for a feature
+        # (password reset mail) most calls never reach.
+        import aiosmtplib
+
         try:
             # The timeout bounds each step inside aiosmtplib; wait_for bounds the whole.
             await asyncio.wait_for(aiosmtplib.send(

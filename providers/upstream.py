@@ -55,6 +55,8 @@ MIN_ATTEMPT_SECONDS = 0.001
 CALL_DEADLINE_SLACK = 1.0
 
 HeaderList = list[tuple[str, str]]
+# The methods httpx gives a Content-Length even when their body is empty.
+_BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
 
 _STATUS_ERRORS: dict[int, type[ProviderError]] = {
     400: UpstreamBadRequest,
@@ -222,9 +224,21 @@ class HTTPStreamProvider(ABC):
         Straight to the transport rather than through ``httpx.AsyncClient``: the client's
         per-request flows (cookies, auth, redirects, URL and header merging) cost more CPU
         than aiohttp's whole request, and an upstream call needs none of them.
+
+        The request is built from its parts: the body as a ready stream, with the ``Host``
+        and ``Content-Length`` headers httpx would add, so ``httpx.Request`` skips its body
+        encoding and its second pass over the headers (a third of the cost; the same
+        headers, in the same order, on the wire; bench/README.md has the numbers).
         """
-        request = httpx.Request(method, url, headers=headers, content=content,
+        if content:
+            parts = [(b"Host", url.netloc), *headers, (b"Content-Length", b"%d" % len(content))]
+        elif method in _BODY_METHODS:
+            parts = [(b"Host", url.netloc), (b"Content-Length", b"0"), *headers]
+        else:
+            parts = [(b"Host", url.netloc), *headers]
+        request = httpx.Request(method, url, headers=parts, stream=httpx.ByteStream(content),
                                 extensions={"timeout": self._timeout})
+        request.read()  # ``request.content``, as httpx sets it (respx matches on it)
         return await deadline.wait(self._transport.handle_async_request(request))
 
     async def fetch_json(self, method: str, url: httpx.URL, headers: HeaderList,

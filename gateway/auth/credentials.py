@@ -10,9 +10,9 @@ import uuid
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import Any
 
 import bcrypt
-from jose import JWTError, jwt
 
 from gateway.errors import invalid
 
@@ -55,6 +55,16 @@ def mask_key(prefix: str, suffix: str) -> str:
     return f"{prefix}…{suffix}"
 
 
+@cache
+def _jose() -> Any:
+    """python-jose, imported at the first session token: with ``cryptography`` under it,
+    it is ~10 MB of RSS a gateway serving only API keys never needs (bench/README.md)."""
+    import jose
+    import jose.jwt
+
+    return jose
+
+
 class JwtCodec:
     """HS256 access tokens with issuer, audience and expiry checked."""
 
@@ -74,7 +84,7 @@ class JwtCodec:
         claims = {"sub": str(user_id), "iss": self._issuer, "aud": self._audience,
                   "iat": iat, "exp": iat + self.ttl_seconds, "jti": uuid.uuid4().hex,
                   "gen": generation}
-        return jwt.encode(claims, self._secret, algorithm=self.algorithm)
+        return _jose().jwt.encode(claims, self._secret, algorithm=self.algorithm)
 
     def verify(self, token: str) -> uuid.UUID | None:
         """The user id of a valid token, or None (bad signature, alg, expiry, iss or aud)."""
@@ -86,9 +96,10 @@ class JwtCodec:
 
         Tokens from before generations existed carry no ``gen``: they count as 0.
         """
+        jose = _jose()
         try:
             # Only HS256 is accepted, so "alg": "none" and key-confusion tokens fail here.
-            claims = jwt.decode(token, self._secret, algorithms=[self.algorithm],
+            claims = jose.jwt.decode(token, self._secret, algorithms=[self.algorithm],
                                 audience=self._audience, issuer=self._issuer,
                                 options={"require_exp": True, "require_iat": True,
                                          "require_sub": True})
@@ -96,7 +107,7 @@ class JwtCodec:
             if isinstance(generation, bool) or not isinstance(generation, int):
                 return None
             return uuid.UUID(claims["sub"]), generation
-        except (JWTError, ValueError, KeyError, TypeError, AttributeError):
+        except (jose.JWTError, ValueError, KeyError, TypeError, AttributeError):
             # python-jose compares claims without checking their types first: a token signed
             # with our secret but carrying ``"iat": null`` raises TypeError, not JWTError.
             return None

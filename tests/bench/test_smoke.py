@@ -46,16 +46,17 @@ def test_smoke_run_writes_a_well_formed_result(smoke_result: Path) -> None:
     assert check["stream_status"] == 200 and check["stream_done"]
 
     assert data["mock_selfcheck"]["ok"] > 0
-    for name in ("direct", "gateway"):
+    for name in ("direct", "bare", "gateway"):
         row = data["sequential"][name]
         assert row["ok"] > 0 and row["errors"] == 0
         assert row["p50_ms"] is not None and row["cpu_s"] >= 0
     tput = next(iter(data["throughput"].values()))
     assert tput["gateway"]["ok"] > 0 and "cpu_us_per_req" in tput["gateway"]
+    assert tput["bare"]["ok"] > 0 and tput["bare"]["errors"] == 0
     assert tput["gateway"]["writer"]["dropped"] == 0
 
     stream = data["streaming"]["20"]
-    for name in ("direct", "gateway"):
+    for name in ("direct", "bare", "gateway"):
         lat = stream["latency"][name]
         assert lat["ok"] > 0 and lat["events"] > 0 and lat["ttft_p50_ms"] is not None
         assert stream["saturation"][name]["events_per_s"] > 0
@@ -70,6 +71,11 @@ def test_smoke_run_writes_a_well_formed_result(smoke_result: Path) -> None:
 
     assert data["targets"] and all(t["result"] in ("PASS", "MISS", "n/a")
                                    for t in data["targets"])
+    # Issue 17's ratios, each judged: the bare relay answered every step.
+    versus = {t["key"] for t in data["targets"] if t["versus_bare"]}
+    assert versus == {"rps_x_bare", "added_p50_over_bare_ms", "stream_rps_x_bare",
+                      "events_x_bare", "cpu_event_x_bare"}
+    assert all(t["result"] in ("PASS", "MISS") for t in data["targets"] if t["versus_bare"])
 
 
 def test_median_of_three_runs(smoke_result: Path, tmp_path: Path) -> None:
