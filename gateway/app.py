@@ -24,7 +24,7 @@ from gateway.auth.resets import PasswordResets
 from gateway.auth.throttle import AuthThrottle
 from gateway.budgets import stored_seeder
 from gateway.cache import HEADER as CACHE_HEADER
-from gateway.cache import MemoryStore, RedisStore, ResponseCache
+from gateway.cache import CacheStore, MemoryStore, ResponseCache
 from gateway.catalog import ModelCatalog
 from gateway.chat.call import ATTEMPTS_HEADER, SERVED_BY_HEADER, CallServices
 from gateway.datadir import ensure_secrets, prepare_data_dir
@@ -207,7 +207,7 @@ def create_app(settings: Settings, *,
                                            metrics=state.metrics,
                                            budgets=build_ledger(
                                                choice.backend, seeder=stored_seeder(state.engine),
-                                               redis=limiter_client(state.limiter),
+                                               redis=limiter_client(state.limiter, choice.backend),
                                                engine=state.engine,
                                                fail_open=settings.rate_limit_fail_open,
                                                clock=wall_clock),
@@ -215,10 +215,15 @@ def create_app(settings: Settings, *,
                                                name: Price(**spec.model_dump())
                                                for name, spec in settings.pricing.items()}))
         # One cache for every instance when they share Redis; else this process's own.
-        state.cache = ResponseCache(
-            RedisStore(state.redis) if state.redis is not None
-            else MemoryStore(settings.cache_max_bytes, clock=clock),
-            default_ttl=settings.cache_ttl_seconds)
+        store: CacheStore
+        if state.redis is not None:
+            # Imported here: the redis package loads cryptography, which a gateway without
+            # Redis never needs (tests/gateway/test_lazy_imports.py).
+            from gateway.cache.redis_store import RedisStore
+            store = RedisStore(state.redis)
+        else:
+            store = MemoryStore(settings.cache_max_bytes, clock=clock)
+        state.cache = ResponseCache(store, default_ttl=settings.cache_ttl_seconds)
         state.history = HistoryStore(state.engine, state.reads)
         state.conversations = ConversationStore(state.engine, state.reads)
         state.responses = ResponseStore(state.engine)
@@ -272,10 +277,13 @@ def create_app(settings: Settings, *,
     return RequestObserver(enveloped, state=app.state, fast=chat.FAST)
 
 
-def limiter_client(limiter: RateLimiter) -> Redis | None:
+def limiter_client(limiter: RateLimiter, backend: str) -> Redis | None:
     """The Redis limiter's connection pool, for the spend ledger on the same backend: one
     pool, so a Redis restart noticed by either leaves no stale connection for the other
-    (the limiter's client never retries, fails fast, and a retried script could run twice)."""
+    (the limiter's client never retries, fails fast, and a retried script could run twice).
+    Other backends never import redis (it loads cryptography: test_lazy_imports.py)."""
+    if backend != "redis":
+        return None
     from gateway.ratelimit.redis_backend import RedisRateLimiter
 
     return limiter.client if isinstance(limiter, RedisRateLimiter) else None

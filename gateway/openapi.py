@@ -38,6 +38,7 @@ from gateway.openapi_build import (
     REQUEST_ID,
     SECURITY_SCHEMES,
     SESSION,
+    SSE_EVENT,
     STR,
     TIME,
     UPSTREAM,
@@ -295,7 +296,7 @@ CHAT_OK = {200: {
                                    "not honour and left out (comma-separated, alphabetical), "
                                    "e.g. seed,logprobs on Anthropic; absent when none were."}},
     "content": {"application/json": {"schema": ref("ChatCompletion")},
-                "text/event-stream": {"schema": STR}}}}
+                "text/event-stream": {"schema": SSE_EVENT}}}}
 ACCEPTED = {202: json_response(
     "The job is stored; poll status_url.",
     obj({"id": ID, "object": {"const": "inference"}, "status": {"const": "pending"},

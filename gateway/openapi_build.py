@@ -13,6 +13,9 @@ STR, INT, NUM, BOOL = ({"type": "string"}, {"type": "integer"}, {"type": "number
                        {"type": "boolean"})
 OBJ: Schema = {"type": "object"}
 TIME: Schema = {"type": "string", "format": "date-time"}
+# One server-sent event as a client (and schemathesis) reads it: its fields, each a string.
+SSE_EVENT: Schema = {"type": "object", "properties": {
+    "event": STR, "data": STR, "id": STR, "retry": STR}}
 
 
 def null(schema: Schema) -> Schema:

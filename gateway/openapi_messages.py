@@ -16,6 +16,7 @@ from gateway.openapi_build import (
     OBJ,
     RATE_LIMIT_HEADERS,
     RETRY_HEADERS,
+    SSE_EVENT,
     STR,
     Schema,
     array,
@@ -108,7 +109,7 @@ MESSAGES_PATHS: dict[str, dict[str, Schema]] = {
                         "(message_start ... message_stop).",
          "headers": {**REQUEST_ID, **headers(RATE_LIMIT_HEADERS, required=True)},
          "content": {"application/json": {"schema": MESSAGE_ANSWER},
-                     "text/event-stream": {"schema": STR}}},
+                     "text/event-stream": {"schema": SSE_EVENT}}},
         MESSAGES_REQUEST)},
     "/v1/messages/count_tokens": {"post": _operation(
         "Count a Messages request's input tokens (tiktoken's estimate)",

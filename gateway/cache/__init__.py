@@ -17,7 +17,6 @@ from gateway.cache.policy import (
     chat_key,
     embeddings_key,
 )
-from gateway.cache.redis_store import RedisStore
 
 __all__ = ["HEADER", "CacheSlot", "CacheStore", "CachedAnswer", "CachedEmbeddings",
-           "MemoryStore", "RedisStore", "ResponseCache", "chat_key", "embeddings_key"]
+           "MemoryStore", "ResponseCache", "chat_key", "embeddings_key"]

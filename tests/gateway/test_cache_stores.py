@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from gateway.cache import CachedAnswer, CachedEmbeddings, MemoryStore, RedisStore
+from gateway.cache import CachedAnswer, CachedEmbeddings, MemoryStore
 from gateway.cache.memory import OVERHEAD_BYTES
+from gateway.cache.redis_store import RedisStore
 from providers.base import (
     EmbeddingResult,
     Finish,
