@@ -128,8 +128,8 @@ class Call(ABC):
 
     async def admit(self) -> None:
         """Check the budgets, then take a rate-limit decision; raise the 429 (with headers)
-        when refused."""
-        budgets = budgets_for(self.principal)
+        when refused. A hit of the response cache costs nothing: no budget holds it back."""
+        budgets = () if self.record.cached else budgets_for(self.principal)
         if budgets:
             # Read-only and first: a refusal here holds nothing that would need undoing.
             check = await self.svc.budgets.check(budgets)

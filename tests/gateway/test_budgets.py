@@ -162,6 +162,25 @@ def test_key_budget_admits_while_below_then_refuses(gateways: Gateways) -> None:
     assert chat(gw, acct.api_key).status_code == 200
 
 
+def test_a_spent_budget_still_gets_its_free_cache_hits(gateways: Gateways) -> None:
+    gw = gateways.start()
+    key = budget_key(gw, enterprise(gw), budget_usd=0.02)
+    auth = {"Authorization": f"Bearer {key}", "x-gateway-cache": "on"}
+
+    def cached(text: str) -> httpx.Response:
+        return httpx.post(gw.url + "/v1/chat/completions", headers=auth, timeout=20, json={
+            "model": "gateway-demo", "messages": [{"role": "user", "content": text}]})
+
+    # Two misses of 0.015 USD each spend the budget (0.03 of 0.02)...
+    assert [(r.status_code, r.headers["x-gateway-cache"]) for r in (cached("Hello"),
+            cached("Hi"))] == [(200, "miss"), (200, "miss")]
+    # ...a new question is refused, but an answer already cached costs 0 and is served.
+    assert cached("Hey").json()["error"]["code"] == "insufficient_quota"
+    hit = cached("Hello")
+    assert (hit.status_code, hit.headers["x-gateway-cache"]) == (200, "hit")
+    assert budgets(gw, key)[0]["spent_usd"] == 0.03
+
+
 def test_the_official_client_sees_insufficient_quota(gateways: Gateways) -> None:
     gw = gateways.start()
     key = budget_key(gw, enterprise(gw), budget_usd=0.01, budget_period="total")
