@@ -88,14 +88,6 @@ function renderLimits(body, rl) {
     meter("Concurrent requests", inUse, cLimit, `${num(inUse)} of ${num(cLimit)} in use`));
 }
 
-/** Dollars with at least cents, and more digits only when they matter ($0.015). */
-function usd(value) {
-  const n = Number(value);
-  if (!Number.isFinite(n)) return "—";
-  const [whole, fraction = ""] = n.toFixed(6).replace(/0+$/, "").split(".");
-  return `$${whole}.${fraction.padEnd(2, "0")}`;
-}
-
 const PERIOD_WORDS = { day: "daily", month: "monthly", total: "total" };
 
 /** One spend budget from /rate-limit: spent of budget, what remains, when it resets. */
