@@ -6,6 +6,8 @@ from __future__ import annotations
 import http.client
 import json
 import stat
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -250,8 +252,8 @@ def request(port: int, method: str, path: str, parent: int, *,
 
 
 def test_workers_add_up(tmp_path: Path) -> None:
-    proc = GatewayProcess(gateway_env(tmp_path / "data"), tmp_path / "serve.log",
-                          args=["--workers", str(WORKERS)])
+    proc_env = gateway_env(tmp_path / "data")
+    proc = GatewayProcess(proc_env, tmp_path / "serve.log", args=["--workers", str(WORKERS)])
     metrics_dir = None
     try:
         proc.wait_ready()
@@ -259,6 +261,12 @@ def test_workers_add_up(tmp_path: Path) -> None:
                                   body={"email": "workers@example.com",
                                         "password": "correct horse 42"})
         assert status == 201, body
+        # A worker that starts late leaves every call to the other one for a while: the
+        # free plan's 20 rpm must not end the test before the kernel hands it a connection.
+        moved = subprocess.run([sys.executable, "-m", "gateway.cli", "set-plan",
+                                "workers@example.com", "enterprise"], env=proc_env,
+                               capture_output=True, text=True, timeout=120)
+        assert moved.returncode == 0, moved.stderr
         auth = {"Authorization": f"Bearer {json.loads(body)['apiKey']}"}
         served: list[int] = []
         tokens = {"prompt": 0, "completion": 0}
