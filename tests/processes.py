@@ -41,6 +41,14 @@ def gateway_env(data_dir: Path, **env: str) -> dict[str, str]:
     return base
 
 
+def set_plan(env: dict[str, str], email: str, plan: str = "enterprise") -> None:
+    """Move a user to ``plan`` with the real ``gateway set-plan`` command (a test that holds
+    many calls at once needs more than the free plan's limits)."""
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "set-plan", email, plan],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
 class GatewayProcess:
     """``python -m gateway.cli serve`` on a loopback port (a free one unless given: a
     restarted replica keeps its port behind a load balancer); ``wait_ready`` before use."""

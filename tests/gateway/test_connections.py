@@ -8,7 +8,6 @@ import json
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 from tests.nginx import render_site
-from tests.processes import GatewayProcess, gateway_env
+from tests.processes import GatewayProcess, gateway_env, set_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT = 4
@@ -37,8 +36,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayPr
                        json={"email": "conn@example.com", "password": "correct horse 42"})
         assert r.status_code == 201, r.text
         # The free plan allows two calls at a time; the test holds more.
-        subprocess.run([sys.executable, "-m", "gateway.cli", "set-plan", "conn@example.com",
-                        "enterprise"], env=env, check=True, capture_output=True)
+        set_plan(env, "conn@example.com")
         yield proc, r.json()["apiKey"]
     finally:
         proc.stop()

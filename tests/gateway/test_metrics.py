@@ -6,8 +6,6 @@ from __future__ import annotations
 import http.client
 import json
 import stat
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -25,7 +23,7 @@ from gateway.settings import ConfigError, load_settings
 from storage.engine import build_engine
 from storage.writer import RequestWriter
 from tests.conftest import ONE_TRY, SECRET, Account, make_settings, register
-from tests.processes import GatewayProcess, accepting_pid, child_pids, gateway_env
+from tests.processes import GatewayProcess, accepting_pid, child_pids, gateway_env, set_plan
 from tests.servers import FakeUpstream, GatewayServer, Reply, recorded_openai
 
 CHAT = "/v1/chat/completions"
@@ -263,10 +261,7 @@ def test_workers_add_up(tmp_path: Path) -> None:
         assert status == 201, body
         # A worker that starts late leaves every call to the other one for a while: the
         # free plan's 20 rpm must not end the test before the kernel hands it a connection.
-        moved = subprocess.run([sys.executable, "-m", "gateway.cli", "set-plan",
-                                "workers@example.com", "enterprise"], env=proc_env,
-                               capture_output=True, text=True, timeout=120)
-        assert moved.returncode == 0, moved.stderr
+        set_plan(proc_env, "workers@example.com")
         auth = {"Authorization": f"Bearer {json.loads(body)['apiKey']}"}
         served: list[int] = []
         tokens = {"prompt": 0, "completion": 0}

@@ -3,8 +3,6 @@ going away follows the configured policy while the gateway keeps serving."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import REDIS_URL, postgres_database, skip_or_fail
-from tests.processes import GatewayProcess, RedisProcess, gateway_env
+from tests.processes import GatewayProcess, RedisProcess, gateway_env, set_plan
 
 MESSAGES = [{"role": "user", "content": "Hello"}]
 
@@ -25,8 +23,7 @@ def setup_user(proc: GatewayProcess, env: dict[str, str], **limits: int) -> str:
     r = httpx.post(proc.url + "/auth/register",
                    json={"email": email, "password": "correct horse 42"})
     assert r.status_code == 201, r.text
-    subprocess.run([sys.executable, "-m", "gateway.cli", "set-plan", email, "enterprise"],
-                   env=env, check=True, capture_output=True)
+    set_plan(env, email)
     # Keys are managed with the session (JWT); an API key may not mint keys.
     r = httpx.post(proc.url + "/auth/keys",
                    headers={"Authorization": f"Bearer {r.json()['token']}"},

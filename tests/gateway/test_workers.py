@@ -7,8 +7,6 @@ import http.client
 import json
 import logging
 import sqlite3
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,7 +21,7 @@ from gateway.ratelimit import MemoryRateLimiter
 from gateway.ratelimit.sql_backend import SqlRateLimiter
 from storage.migrate import upgrade
 from tests.conftest import make_settings
-from tests.processes import GatewayProcess, accepting_pid, child_pids, gateway_env
+from tests.processes import GatewayProcess, accepting_pid, child_pids, gateway_env, set_plan
 from tests.servers import GatewayServer
 
 WORKERS, RPM, CALLS = 2, 10, 30
@@ -92,8 +90,7 @@ def limited_key(gateway: Workers, **limits: int) -> str:
     status, body, _ = gateway.request("POST", "/auth/register",
                                       json_body={"email": email, "password": "correct horse 42"})
     assert status == 201, body
-    subprocess.run([sys.executable, "-m", "gateway.cli", "set-plan", email, "enterprise"],
-                   env=gateway.env, check=True, capture_output=True)
+    set_plan(gateway.env, email)
     status, body, _ = gateway.request("POST", "/auth/keys",
                                       headers={"Authorization": f"Bearer {body['token']}"},
                                       json_body={"name": "limited", "limits": limits})

@@ -5,8 +5,6 @@ were and the calls still streaming at the kill as failed."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -22,7 +20,7 @@ from storage.engine import build_engine
 from storage.models import InferenceRequest, UsageDaily
 from storage.spool import STOPPED
 from tests.conftest import postgres_database, run_sync
-from tests.processes import GatewayProcess, gateway_env
+from tests.processes import GatewayProcess, gateway_env, set_plan
 
 CALLS = 20
 
@@ -32,8 +30,7 @@ def _user(proc: GatewayProcess, env: dict[str, str]) -> tuple[str, str]:
     r = httpx.post(proc.url + "/auth/register",
                    json={"email": email, "password": "correct horse 42"})
     assert r.status_code == 201, r.text
-    subprocess.run([sys.executable, "-m", "gateway.cli", "set-plan", email, "enterprise"],
-                   env=env, check=True, capture_output=True)  # 20 at once: above free limits
+    set_plan(env, email)  # 20 at once: above free limits
     return r.json()["user"]["id"], r.json()["apiKey"]
 
 
