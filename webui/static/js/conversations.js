@@ -115,7 +115,16 @@ export function createConversations({ onOpen, onRenamed = () => {}, onDeleted = 
     return item;
   }
 
-  async function load({ append = false } = {}) {
+  function refreshLater() {
+    clearTimeout(soon);
+    soon = setTimeout(() => (busy() ? refreshLater() : load({ background: true })), 400);
+  }
+
+  /** A background refresh must not replace the rows while the user is mid-action in the
+   * list (a delete armed, a title being edited): it would drop that under their hand. */
+  const busy = () => list.querySelector(".confirming, .rename-input") !== null;
+
+  async function load({ append = false, background = false } = {}) {
     const turn = ++loading;
     const params = new URLSearchParams({ limit: String(PAGE) });
     if (search.value.trim()) params.set("q", search.value.trim());
@@ -128,6 +137,7 @@ export function createConversations({ onOpen, onRenamed = () => {}, onDeleted = 
       return;
     }
     if (turn !== loading) return;
+    if (background && busy()) { refreshLater(); return; }
     available = body !== null;
     nav.hidden = !available;
     if (!available) return;
@@ -208,10 +218,7 @@ export function createConversations({ onOpen, onRenamed = () => {}, onDeleted = 
       current = summary(body);
     },
     /** Re-read the list shortly after a reply: the server orders it by the latest call. */
-    refreshSoon() {
-      clearTimeout(soon);
-      soon = setTimeout(() => load(), 400);
-    },
+    refreshSoon: refreshLater,
     /** Sign-out: nothing of this user's stays. */
     clear() {
       clearTimeout(soon);
